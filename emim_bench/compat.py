@@ -1,0 +1,185 @@
+"""The one place where solo-learn 1.0.2 is adapted to today's torch and Lightning.
+
+solo-learn's only PyPI release (1.0.2, 2021) was written for torch 1.9 and
+pytorch-lightning 1.4. emim-bench runs it on torch 2.14 and Lightning 1.9.5
+(see README, "Setup"). Everything needed for that lives here, applied once by
+:func:`apply` when ``emim_bench`` is imported:
+
+1. :func:`silence_known_warnings` -- third-party deprecation warnings that are
+   expected under this stack and say nothing to a user of emim-bench.
+2. :func:`patch_momentum_hook` -- BYOL and every other ``BaseMomentumMethod``
+   crash at the end of the first training batch without it.
+3. :func:`patch_checkpoint_loading` -- loading a checkpoint whose
+   hyperparameters hold config objects fails under torch's ``weights_only``
+   default without it.
+4. :func:`patch_argparse_setup` -- solo-learn's own argparse pretraining
+   pipeline crashes on Lightning 1.9's ``accumulate_grad_batches=None`` default.
+
+Each patch is idempotent and has a test in ``tests/test_compat.py`` that fails
+without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import warnings
+from pathlib import Path
+from typing import Any
+
+SOLO_LEARN_VERSION = "1.0.2"
+
+# (category, module regex, message regex) of warnings that the pinned stack raises
+# while training. Each is a known, harmless deprecation or advice we act on in config.
+_KNOWN_RUNTIME_WARNINGS: list[tuple[type[Warning], str, str]] = [
+    # Lightning 1.9's checkpoint code calls torch APIs that torch 2.x deprecates.
+    (FutureWarning, r"(pytorch_lightning|lightning_fabric)(\..*)?", r".*"),
+    (DeprecationWarning, r"(pytorch_lightning|lightning_fabric|torchmetrics)(\..*)?", r".*"),
+    # Lightning suggests more DataLoader workers on every run; the config chooses them.
+    (UserWarning, r"pytorch_lightning(\..*)?", r".*does not have many workers.*"),
+    # lightning-bolts' warmup-cosine scheduler (used by solo) calls get_lr() directly.
+    (UserWarning, r"torch\.optim\.lr_scheduler", r".*get_last_lr\(\).*"),
+]
+
+
+def silence_known_warnings() -> None:
+    """Silence the known third-party warnings of the pinned stack, and only those.
+
+    The imports of pytorch-lightning 1.9, lightning-bolts 0.7 and solo-learn
+    1.0.2 raise a burst of deprecation notices (pkg_resources namespace
+    packages, numpy aliases, "under review" features, torch.cuda.amp) that say
+    nothing to a user of emim-bench, so they are imported here once with
+    warnings suppressed. Afterwards only the categories listed in
+    ``_KNOWN_RUNTIME_WARNINGS`` and lightning-bolts' ``UnderReviewWarning`` are
+    ignored; warnings from any other module, emim-bench's own included, still show.
+    """
+    # record=True collects what is raised instead of printing it; this also covers
+    # lightning-bolts, which installs its own "once" filters while importing.
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        import pl_bolts.optimizers.lr_scheduler  # noqa: F401
+        import pytorch_lightning  # noqa: F401
+        import solo.methods  # noqa: F401
+        from pl_bolts.utils.stability import UnderReviewWarning
+
+    warnings.filterwarnings("ignore", category=UnderReviewWarning)
+    for category, module, message in _KNOWN_RUNTIME_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def check_solo_learn() -> None:
+    """Fail early, with the fix, when solo-learn is missing or not 1.0.2.
+
+    Raises:
+        ImportError: solo-learn is not installed, or another version is.
+    """
+    try:
+        version = importlib.metadata.version("solo-learn")
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(
+            "solo-learn is not installed. emim-bench needs solo-learn=="
+            f"{SOLO_LEARN_VERSION}, installed without its stale pins: run `make setup`, or "
+            f"`pip install --no-deps solo-learn=={SOLO_LEARN_VERSION}` in this environment."
+        ) from None
+    if version != SOLO_LEARN_VERSION:
+        raise ImportError(
+            f"emim-bench is adapted to solo-learn=={SOLO_LEARN_VERSION}, found {version}. "
+            f"Run `pip install --no-deps solo-learn=={SOLO_LEARN_VERSION}` (or `make setup`)."
+        )
+
+
+def patch_momentum_hook() -> None:
+    """Give ``BaseMomentumMethod.on_train_batch_end`` a default ``dataloader_idx=0``.
+
+    Without it: Lightning 1.9 calls ``on_train_batch_end(outputs, batch,
+    batch_idx)``, solo-learn 1.0.2 declares a required ``dataloader_idx``, and
+    BYOL (any momentum method) raises ``TypeError`` after its first batch, so the
+    EMA of the momentum (target) network never runs.
+    """
+    from solo.methods.base import BaseMomentumMethod
+
+    original = BaseMomentumMethod.on_train_batch_end
+    if getattr(original, "_emim_bench_patched", False):
+        return
+
+    @functools.wraps(original)
+    def on_train_batch_end(self, outputs, batch, batch_idx, dataloader_idx: int = 0):
+        return original(self, outputs, batch, batch_idx, dataloader_idx)
+
+    on_train_batch_end._emim_bench_patched = True  # type: ignore[attr-defined]
+    BaseMomentumMethod.on_train_batch_end = on_train_batch_end
+
+
+def _load_trusted_checkpoint(path_or_url: Any, map_location: Any = None) -> Any:
+    """Lightning 1.9's checkpoint loader, with ``weights_only=False`` passed to torch.load."""
+    import torch
+    from lightning_fabric.utilities.cloud_io import get_filesystem
+
+    if not isinstance(path_or_url, (str, Path)):  # a BytesIO or other file object
+        return torch.load(path_or_url, map_location=map_location, weights_only=False)
+    if str(path_or_url).startswith("http"):
+        return torch.hub.load_state_dict_from_url(
+            str(path_or_url), map_location=map_location, weights_only=False
+        )
+    with get_filesystem(path_or_url).open(path_or_url, "rb") as f:
+        return torch.load(f, map_location=map_location, weights_only=False)
+
+
+def patch_checkpoint_loading() -> None:
+    """Make Lightning 1.9 load its own checkpoints under torch >= 2.6.
+
+    Without it: torch >= 2.6 defaults ``torch.load`` to ``weights_only=True``,
+    Lightning 1.9 does not pass the argument, and a checkpoint whose saved
+    hyperparameters hold anything but plain tensors and builtins (an OmegaConf
+    node from a Hydra config, the ``type`` Lightning records beside it, a
+    ``pathlib.Path``) fails to load -- both in ``load_from_checkpoint`` and
+    when resuming with ``Trainer.fit(ckpt_path=...)``. Checkpoints are
+    pickles: load only those you wrote or trust, as with any Lightning release.
+    """
+    import lightning_fabric.plugins.io.torch_io as torch_io
+    import lightning_fabric.utilities.cloud_io as fabric_cloud_io
+    import pytorch_lightning.core.saving as saving
+    import pytorch_lightning.utilities.cloud_io as pl_cloud_io
+
+    # Lightning imports the loader by name in four modules; rebind each.
+    fabric_cloud_io._load = _load_trusted_checkpoint
+    torch_io.pl_load = _load_trusted_checkpoint
+    saving.pl_load = _load_trusted_checkpoint
+    pl_cloud_io.new_load = _load_trusted_checkpoint
+
+
+def patch_argparse_setup() -> None:
+    """Treat Lightning 1.9's ``--accumulate_grad_batches`` default (None) as 1 in solo's pipeline.
+
+    Without it: Lightning 1.4's argparse default was 1, Lightning 1.9's is
+    None, and ``BaseMethod.__init__`` multiplies the learning rate by it, so a
+    method built by ``solo.args.setup.parse_args_pretrain`` (solo's
+    ``main_pretrain.py`` route) raises ``TypeError`` unless the flag is given.
+    """
+    import solo.args.setup as setup
+
+    original = setup.additional_setup_pretrain
+    if getattr(original, "_emim_bench_patched", False):
+        return
+
+    @functools.wraps(original)
+    def additional_setup_pretrain(args):
+        if getattr(args, "accumulate_grad_batches", 1) is None:
+            args.accumulate_grad_batches = 1
+        return original(args)
+
+    additional_setup_pretrain._emim_bench_patched = True  # type: ignore[attr-defined]
+    setup.additional_setup_pretrain = additional_setup_pretrain
+
+
+def apply() -> None:
+    """Apply every adaptation above (idempotent). Called by ``import emim_bench``.
+
+    Raises:
+        ImportError: from :func:`check_solo_learn`.
+    """
+    check_solo_learn()
+    silence_known_warnings()
+    patch_momentum_hook()
+    patch_checkpoint_loading()
+    patch_argparse_setup()
