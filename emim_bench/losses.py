@@ -1,0 +1,220 @@
+"""EMIM: explicit mutual-information maximisation from second-order statistics.
+
+Pure torch (no solo-learn, no Lightning): tensors in, scalar out.
+
+Reference: L. Chang, P. Liu, Q. Guo, F. Wen, "Explicit Mutual Information
+Maximization for Self-Supervised Learning", arXiv:2409.04747 (2024), Theorem 1:
+
+    I(Z; Z') = 1/2 * [ log det C11 + log det C22 - log det C ]      (nats)
+
+with C11, C22 the covariances of each view's embedding over the batch and C the
+covariance of the concatenation [Z, Z'].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["emim_loss_func", "gaussian_mutual_information"]
+
+_FORMS = ("auto", "primal", "dual")
+
+# Floor on a dimension's batch variance before dividing by its std: a constant
+# dimension becomes a zero column (finite loss, finite gradient) instead of 0/0.
+_VAR_FLOOR = 1e-12
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """All-gather along the batch dimension whose backward all-reduces the gradient.
+
+    Every rank computes the same loss from the gathered batch, so the gradient of
+    that loss with respect to this rank's rows is the sum over ranks of the
+    gradient each rank sees for those rows. Backward therefore sums (all-reduces)
+    the incoming gradient and returns this rank's slice; DDP's averaging of the
+    parameter gradients then yields exactly the single-process gradient of the
+    global-batch loss.
+
+    solo-learn 1.0.2's ``GatherLayer`` returns only the local slice without the
+    all-reduce, which after DDP's averaging scales the gradient by
+    1/world_size; that is why it is not reused here.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.batch = dist.get_rank(), x.shape[0]
+        chunks = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(chunks, x.contiguous())
+        return torch.cat(chunks, dim=0)  # (world_size * n, p)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.batch : (ctx.rank + 1) * ctx.batch]
+
+
+def _all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (n, p) from all ranks into (world_size * n, p), with gradient.
+
+    Every rank must hold the same number of rows (as DistributedSampler ensures).
+    """
+    return _AllGatherWithGrad.apply(x)
+
+
+def _standardize(z: torch.Tensor, scale: bool) -> torch.Tensor:
+    """Centre each column of ``z`` (N, p); if ``scale``, also divide by its unbiased std."""
+    z = z - z.mean(dim=0, keepdim=True)
+    if scale:
+        var = z.pow(2).sum(dim=0, keepdim=True) / (z.shape[0] - 1)  # (1, p)
+        z = z / var.clamp_min(_VAR_FLOOR).sqrt()
+    return z
+
+
+def _logdet_spd(m: torch.Tensor) -> torch.Tensor:
+    """log det of a symmetric positive-definite matrix (or batch of them) via Cholesky."""
+    chol, info = torch.linalg.cholesky_ex(m)
+    if bool(info.any()):
+        raise torch.linalg.LinAlgError(
+            "EMIM: covariance is not positive definite in float64 (Cholesky failed); "
+            "use eps > 0 (e.g. 1e-2) and standardize=True."
+        )
+    return 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(dim=-1)
+
+
+def gaussian_mutual_information(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    eps: float = 1e-2,
+    standardize: bool = True,
+    form: str = "auto",
+    gather_distributed: bool = True,
+) -> torch.Tensor:
+    """Gaussian mutual information between two views' embeddings, in nats.
+
+    Chang et al., arXiv:2409.04747, Theorem 1:
+    ``I(Z; Z') = 1/2 * [log det C11 + log det C22 - log det C]``, with the
+    unbiased (1/(N-1)) batch covariances ``C11`` (D1, D1) and ``C22`` (D2, D2)
+    and the joint covariance ``C`` (D1+D2, D1+D2) of ``[z1, z2]``, each with a
+    ridge ``eps * I`` added.
+
+    MI is invariant to invertible linear maps of each view, so the embedding
+    scale carries no signal; but with a ridge, growing the scale would inflate
+    the estimate. With ``standardize=True`` each dimension is therefore
+    standardised (zero mean, unit unbiased std over the batch) before the
+    covariances are formed, making them correlation matrices and the ridge
+    relative. A constant dimension becomes a zero column (its variance is
+    floored at 1e-12), so it adds nothing and yields no NaN. With
+    ``standardize=False`` the views are only centred.
+
+    Two algebraically equal computations of the log-determinants:
+
+    - ``"primal"``: Cholesky of ``C11``, ``C22`` and ``C``;
+      cost O(N D^2 + D^3).
+    - ``"dual"``: the Gram identity
+      ``log det(eps I_p + A^T A) = (p - N) log eps + log det(eps I_N + A A^T)``
+      with ``A`` = standardised views / sqrt(N-1), so the three matrices are
+      the N x N Grams ``A1 A1^T``, ``A2 A2^T`` and ``A1 A1^T + A2 A2^T``;
+      cost O(N^2 D + N^3). Requires ``eps > 0``.
+
+    ``"auto"`` picks dual when ``N < D1 + D2`` and ``eps > 0`` (it is cheaper
+    then), primal otherwise.
+
+    Under ``torch.distributed`` with world size > 1 and ``gather_distributed``,
+    both views are all-gathered with gradient first, so the statistics are over
+    the global batch: W ranks holding B rows each give the loss and gradients
+    of one process holding W*B rows (after DDP's gradient averaging). Every
+    rank must hold the same number of rows.
+
+    Args:
+        z1: first view's embeddings, (N, D1), floating point.
+        z2: second view's embeddings, (N, D2), same N and device as ``z1``.
+        eps: ridge added to the diagonal of every covariance; >= 0.
+        standardize: standardise each dimension (True) or only centre (False).
+        form: ``"auto"``, ``"primal"`` or ``"dual"``.
+        gather_distributed: all-gather the views across ranks when distributed.
+
+    Returns:
+        Scalar tensor, the mutual information in nats, in ``z1``'s dtype. All
+        statistics are computed in float64 with autocast disabled.
+
+    Raises:
+        ValueError: inputs not 2-D or not floating point, different N, global
+            N < 2, eps < 0, unknown form, ``form="dual"`` with ``eps == 0``, or
+            ``eps == 0`` with ``N <= D1 + D2`` (the joint covariance is then
+            singular; use ``eps > 0``).
+        torch.linalg.LinAlgError: a ridged covariance is not numerically
+            positive definite (only possible with eps == 0 or a tiny eps
+            relative to unstandardised scales).
+    """
+    if z1.ndim != 2 or z2.ndim != 2:
+        raise ValueError(
+            "z1 and z2 must be 2-D (batch, dim); "
+            f"got shapes {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    if z1.shape[0] != z2.shape[0]:
+        raise ValueError(
+            f"z1 and z2 must have the same batch size; got {z1.shape[0]} and {z2.shape[0]}"
+        )
+    if not (z1.is_floating_point() and z2.is_floating_point()):
+        raise ValueError(f"z1 and z2 must be floating point; got {z1.dtype} and {z2.dtype}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0; got {eps}")
+    if form not in _FORMS:
+        raise ValueError(f"form must be one of {_FORMS}; got {form!r}")
+
+    out_dtype = z1.dtype
+    d1 = z1.shape[1]
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z = torch.cat([z1.double(), z2.double()], dim=1)  # (n, D1+D2)
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if gather_distributed and distributed:
+            z = _all_gather_with_grad(z)  # (N, D1+D2), N = world_size * n
+        n, p = z.shape
+        if n < 2:
+            raise ValueError(f"need at least 2 samples (global batch) for a covariance; got {n}")
+        if eps == 0 and n <= p:
+            raise ValueError(
+                f"eps == 0 with N={n} <= D1+D2={p}: the joint covariance is singular; "
+                "use eps > 0 (e.g. 1e-2)"
+            )
+        if form == "dual" and eps == 0:
+            raise ValueError("form='dual' needs eps > 0 (its identity has a log eps term)")
+        if form == "auto":
+            form = "dual" if (n < p and eps > 0) else "primal"
+
+        a = _standardize(z, scale=standardize) / math.sqrt(n - 1)  # (N, D1+D2)
+        a1, a2 = a[:, :d1], a[:, d1:]  # (N, D1), (N, D2)
+        if form == "primal":
+            c = a.T @ a + eps * torch.eye(p, dtype=a.dtype, device=a.device)  # (D1+D2, D1+D2)
+            mi = 0.5 * (_logdet_spd(c[:d1, :d1]) + _logdet_spd(c[d1:, d1:]) - _logdet_spd(c))
+        else:
+            g1, g2 = a1 @ a1.T, a2 @ a2.T  # (N, N) each
+            ridge = eps * torch.eye(n, dtype=a.dtype, device=a.device)  # (N, N)
+            logdets = _logdet_spd(torch.stack([g1, g2, g1 + g2]) + ridge)  # (3,)
+            # The (p - N) log eps terms of the three identities sum to -N log eps.
+            mi = 0.5 * (logdets[0] + logdets[1] - logdets[2] - n * math.log(eps))
+    return mi.to(out_dtype)
+
+
+def emim_loss_func(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    eps: float = 1e-2,
+    standardize: bool = True,
+    form: str = "auto",
+) -> torch.Tensor:
+    """EMIM loss: the negative Gaussian mutual information between two views (nats).
+
+    Chang et al., arXiv:2409.04747, Theorem 1; see
+    :func:`gaussian_mutual_information` for the estimator, its numerics, shapes,
+    dtypes and errors. Statistics are over the global batch under DDP.
+
+    Example:
+        >>> z1, z2 = projector(backbone(x1)), projector(backbone(x2))  # (N, D) each
+        >>> loss = emim_loss_func(z1, z2, eps=1e-2)
+        >>> loss.backward()
+    """
+    return -gaussian_mutual_information(z1, z2, eps=eps, standardize=standardize, form=form)
