@@ -1,32 +1,47 @@
-"""The ``emim-bench`` command line."""
+"""The ``emim-bench`` command line.
+
+Each subcommand lives in its own module, which provides ``register(subparsers)``:
+it adds its parser and sets ``handler`` (a function of the parsed arguments
+returning the exit code). A new subcommand is one more entry in ``SUBCOMMANDS``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from emim_bench import __version__
+from emim_bench import __version__, pretrain
+
+# register(subparsers) of each subcommand, in the order `--help` lists them.
+SUBCOMMANDS = (pretrain.register,)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser; each subcommand registers itself here."""
+    """The top-level parser with every subcommand of ``SUBCOMMANDS`` registered."""
     parser = argparse.ArgumentParser(
         prog="emim-bench",
         description="EMIM against SimCLR, BYOL, Barlow Twins and VICReg on solo-learn.",
     )
     parser.add_argument("--version", action="version", version=f"emim-bench {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in SUBCOMMANDS:
+        register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the process exit code."""
+    """Entry point of the console script; returns the process exit code.
+
+    Bad arguments exit with code 2 and a one-line error (argparse).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    args.argv = argv  # the exact command line, recorded by handlers that write reports
+    return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ pytorch-lightning 1.4. emim-bench runs it on torch 2.14 and Lightning 1.9.5
    default without it.
 4. :func:`patch_argparse_setup` -- solo-learn's own argparse pretraining
    pipeline crashes on Lightning 1.9's ``accumulate_grad_batches=None`` default.
+5. :func:`keep_freed_memory` -- not a solo-learn matter but the platform's:
+   without it, CPU training steps run up to 40x slower on virtual machines.
 
 Each patch is idempotent and has a test in ``tests/test_compat.py`` that fails
 without it.
@@ -21,6 +23,7 @@ without it.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.metadata
 import warnings
@@ -172,6 +175,37 @@ def patch_argparse_setup() -> None:
     setup.additional_setup_pretrain = additional_setup_pretrain
 
 
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed large buffers instead of returning them to the OS.
+
+    By default glibc serves buffers above a dynamic threshold with fresh
+    ``mmap`` pages and unmaps them on free; torch allocates and frees tens of
+    MB of activations every training step, so every step faults its memory in
+    anew. On virtual machines a page fault is expensive: measured on 2 cores,
+    ResNet-18 steps ran at 4-25 images/s for the first 2-7 steps of every
+    process (and of every epoch after evaluation) against 180 images/s once
+    warm. A fixed 32 MiB mmap threshold and a 2 GiB trim threshold -- what
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` would set -- give
+    180 images/s from the first step. The cost: the process keeps up to 2 GiB
+    of freed memory for reuse.
+
+    Returns:
+        True when applied; False where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    )
+
+
 def apply() -> None:
     """Apply every adaptation above (idempotent). Called by ``import emim_bench``.
 
@@ -183,3 +217,4 @@ def apply() -> None:
     patch_momentum_hook()
     patch_checkpoint_loading()
     patch_argparse_setup()
+    keep_freed_memory()

@@ -8,17 +8,22 @@ torchvision cannot read itself, such as the ``cifar10.npz`` array file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gzip
+import os
+import struct
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+import torchvision
 from PIL import Image
 from solo.utils.pretrain_dataloader import (
     FullTransformPipeline,
     prepare_n_crop_transform,
     prepare_transform,
 )
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
+from torchvision import transforms as T
 
 # Augmentation presets of solo-learn's CIFAR recipes (colour jitter applied with p=0.8,
 # grayscale p=0.2 and horizontal flip p=0.5 in all of them). One dict per view.
@@ -47,12 +52,25 @@ AUGMENTATION_PRESETS: dict[str, list[dict]] = {
 }
 
 
-def pretrain_transform(dataset: str, preset: str, crop_size: int = 32) -> FullTransformPipeline:
+# Per dataset kind: solo-learn's transform family and the normalisation it applies.
+_CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225))
+_NORMALIZATION = {
+    "cifar10": ("cifar10", _CIFAR_STATS),
+    "cifar100": ("cifar100", _CIFAR_STATS),
+    "stl10": ("stl10", ((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261))),
+    "fashion_mnist": ("custom", ((0.2860,) * 3, (0.3530,) * 3)),
+    "imagefolder": ("custom", _IMAGENET_STATS),
+}
+DATASET_KINDS = tuple(_NORMALIZATION)
+
+
+def pretrain_transform(kind: str, preset: str, crop_size: int = 32) -> FullTransformPipeline:
     """Two-view augmentation pipeline built from solo-learn's transform classes.
 
     Args:
-        dataset: solo-learn dataset name that selects normalisation statistics
-            ("cifar10", "cifar100", "stl10", "imagenet100", "custom").
+        kind: dataset kind, one of :data:`DATASET_KINDS`; selects solo-learn's
+            transform family and the normalisation statistics.
         preset: key of :data:`AUGMENTATION_PRESETS`.
         crop_size: side of the square crops, in pixels.
 
@@ -60,26 +78,44 @@ def pretrain_transform(dataset: str, preset: str, crop_size: int = 32) -> FullTr
         A callable mapping one PIL image to a list of two float32 tensors (3, crop_size, crop_size).
 
     Raises:
-        ValueError: unknown preset.
+        ValueError: unknown kind or preset.
     """
+    if kind not in _NORMALIZATION:
+        raise ValueError(f"unknown dataset kind {kind!r}; choose one of {list(DATASET_KINDS)}")
     if preset not in AUGMENTATION_PRESETS:
         raise ValueError(
             f"unknown augmentation preset {preset!r}; choose one of {sorted(AUGMENTATION_PRESETS)}"
         )
-    views = AUGMENTATION_PRESETS[preset]
+    solo_name, (mean, std) = _NORMALIZATION[kind]
+    extra = {"mean": mean, "std": std} if solo_name == "custom" else {}
+    views = [{**view, **extra} for view in AUGMENTATION_PRESETS[preset]]
     if views[0] == views[1]:
-        transforms, crops = [prepare_transform(dataset, crop_size=crop_size, **views[0])], [2]
+        transforms, crops = [prepare_transform(solo_name, crop_size=crop_size, **views[0])], [2]
     else:
-        transforms = [prepare_transform(dataset, crop_size=crop_size, **view) for view in views]
+        transforms = [prepare_transform(solo_name, crop_size=crop_size, **view) for view in views]
         crops = [1, 1]
     return prepare_n_crop_transform(transforms, num_crops_per_aug=crops)
 
 
-class ArrayImageDataset(Dataset):
-    """Images held in a uint8 array, returned as ``(index, transform(image), label)``.
+def eval_transform(kind: str, crop_size: int) -> T.Compose:
+    """Deterministic transform for feature extraction: resize/centre-crop, tensor, normalise.
 
-    The ``(index, views, label)`` triple is the batch format of solo-learn's
-    pretraining ``training_step``.
+    32 px datasets are used as they are (Fashion-MNIST's 28 px resized to
+    ``crop_size``); image folders are resized to ``crop_size * 256 / 224`` and
+    centre-cropped, as in ImageNet evaluation. Normalisation matches
+    :func:`pretrain_transform`.
+    """
+    _, (mean, std) = _NORMALIZATION[kind]
+    resize = []
+    if kind == "imagefolder":
+        resize = [T.Resize(int(round(crop_size * 256 / 224))), T.CenterCrop(crop_size)]
+    elif kind in ("fashion_mnist", "stl10"):
+        resize = [T.Resize(crop_size)]
+    return T.Compose([*resize, T.ToTensor(), T.Normalize(mean, std)])
+
+
+class ArrayImageDataset(Dataset):
+    """Images held in a uint8 array, returned as ``(transform(image), label)``.
 
     Args:
         images: uint8 array (N, H, W, 3) of RGB images, or (N, H, W) greyscale
@@ -104,7 +140,21 @@ class ArrayImageDataset(Dataset):
 
     def __getitem__(self, index: int):
         image = Image.fromarray(self.images[index]).convert("RGB")
-        return index, self.transform(image), int(self.labels[index])
+        return self.transform(image), int(self.labels[index])
+
+
+class IndexedDataset(Dataset):
+    """``(index, *dataset[index])``: the ``(index, views, label)`` batch format of solo-learn's
+    pretraining ``training_step``, for any dataset returning ``(views, label)``."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return (index, *self.dataset[index])
 
 
 def load_cifar10_npz(path: str | Path, train: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -162,3 +212,143 @@ def balanced_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
             raise ValueError(f"class {cls} has {len(members)} samples, {count} requested")
         chosen.append(rng.choice(members, size=count, replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+# ---------------------------------------------------------------------------------------
+# Dataset registry: config -> torch Dataset of (image or views, label)
+# ---------------------------------------------------------------------------------------
+
+DATA_ROOT_ENV = "EMIM_BENCH_DATA"
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+SPLITS = ("pretrain", "train", "test")
+
+_HOW_TO_GET = {
+    "cifar10": "put cifar10.npz (x_train, y_train, x_test, y_test uint8 arrays) there, or "
+    "torchvision's cifar-10-batches-py/, or rerun with data.download=true while online",
+    "cifar100": "put torchvision's cifar-100-python/ there, or rerun with data.download=true "
+    "while online",
+    "stl10": "put torchvision's stl10_binary/ there, or rerun with data.download=true while online",
+    "fashion_mnist": "put the four idx files (train-images-idx3-ubyte[.gz], ...) there, or "
+    "install the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
+    "imagefolder": "arrange images as <path>/train/<class>/*.jpg and <path>/val/<class>/*.jpg "
+    "(ImageNet-100: the 100-class subset of ImageNet listed in solo-learn's README)",
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A configured dataset is not on disk; the message names the path and how to obtain it."""
+
+
+def data_root(configured: str | Path) -> Path:
+    """The data root: ``$EMIM_BENCH_DATA`` when set, else ``configured``."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or configured).expanduser()
+
+
+def dataset_dir(data_cfg: Mapping, root: Path) -> Path:
+    """Folder of one dataset under the data root (``data.path``, default the dataset name)."""
+    return root / str(data_cfg.get("path") or data_cfg["name"])
+
+
+def check_available(data_cfg: Mapping, root: Path) -> None:
+    """Fail before any model is built when the configured dataset is not on disk.
+
+    Raises:
+        DatasetNotFoundError: with the path looked at and how to obtain the data.
+        ValueError: unknown ``data.kind``.
+    """
+    kind, folder = data_cfg["kind"], dataset_dir(data_cfg, root)
+    if kind not in _HOW_TO_GET:
+        raise ValueError(f"unknown data.kind {kind!r}; choose one of {list(DATASET_KINDS)}")
+    if data_cfg.get("download") and kind in ("cifar10", "cifar100", "stl10"):
+        return
+    found = {
+        "cifar10": (folder / "cifar10.npz").is_file() or (folder / "cifar-10-batches-py").is_dir(),
+        "cifar100": (folder / "cifar-100-python").is_dir(),
+        "stl10": (folder / "stl10_binary").is_dir(),
+        "fashion_mnist": _fashion_mnist_dir(folder) is not None,
+        "imagefolder": (folder / "train").is_dir() and (folder / "val").is_dir(),
+    }[kind]
+    if not found:
+        looked = folder if kind != "fashion_mnist" else f"{folder} and {FASHION_MNIST_SYSTEM_DIR}"
+        raise DatasetNotFoundError(
+            f"dataset {data_cfg['name']!r} not found in {looked}: {_HOW_TO_GET[kind]} "
+            f"(the data root comes from data_root= or ${DATA_ROOT_ENV})"
+        )
+
+
+def open_split(data_cfg: Mapping, root: Path, split: str, transform: Callable) -> Dataset:
+    """One split of the configured dataset, each item ``(transform(image), label)``.
+
+    Args:
+        data_cfg: the ``data`` config node (``name``, ``kind``, ``path``, ``download``).
+        root: data root (see :func:`data_root`).
+        split: "pretrain" (images used for self-supervised training; STL-10 adds
+            its unlabeled split, label -1), "train" (labelled training images,
+            for the kNN bank and the linear probe) or "test" (evaluation).
+        transform: applied to each RGB PIL image.
+
+    Raises:
+        DatasetNotFoundError: see :func:`check_available`.
+        ValueError: unknown split or kind.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    check_available(data_cfg, root)
+    kind, folder, train = data_cfg["kind"], dataset_dir(data_cfg, root), split != "test"
+    download = bool(data_cfg.get("download"))
+    if kind == "cifar10" and (folder / "cifar10.npz").is_file():
+        return ArrayImageDataset(*load_cifar10_npz(folder / "cifar10.npz", train), transform)
+    if kind in ("cifar10", "cifar100"):
+        cls = torchvision.datasets.CIFAR10 if kind == "cifar10" else torchvision.datasets.CIFAR100
+        return cls(folder, train=train, transform=transform, download=download)
+    if kind == "stl10":
+        stl_split = {"pretrain": "train+unlabeled", "train": "train", "test": "test"}[split]
+        return torchvision.datasets.STL10(folder, stl_split, transform=transform, download=download)
+    if kind == "fashion_mnist":
+        return ArrayImageDataset(*load_fashion_mnist(_fashion_mnist_dir(folder), train), transform)
+    return torchvision.datasets.ImageFolder(folder / ("train" if train else "val"), transform)
+
+
+def labels_of(dataset: Dataset) -> np.ndarray:
+    """Class labels (N,) int64 of a dataset from :func:`open_split` (or a Subset of one),
+    without loading images."""
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[np.asarray(dataset.indices)]
+    for attribute in ("labels", "targets"):
+        if hasattr(dataset, attribute):
+            return np.asarray(getattr(dataset, attribute), dtype=np.int64)
+    raise TypeError(f"cannot read labels of {type(dataset).__name__}")
+
+
+def balanced_subset_of(dataset: Dataset, size: int | None, seed: int) -> Dataset:
+    """``dataset`` itself when ``size`` is None or covers it, else a class-balanced Subset."""
+    if size is None or size >= len(dataset):
+        return dataset
+    return Subset(dataset, balanced_subset(labels_of(dataset), int(size), seed).tolist())
+
+
+def _fashion_mnist_dir(folder: Path) -> Path | None:
+    for candidate in (folder, FASHION_MNIST_SYSTEM_DIR):
+        if any((candidate / f"train-images-idx3-ubyte{gz}").is_file() for gz in ("", ".gz")):
+            return candidate
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX array (the MNIST file format), gzipped or not: big-endian header, then uint8 data."""
+    if not path.is_file():
+        path = path.with_name(path.name + ".gz")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(folder: Path, train: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST from its idx files: uint8 (N, 28, 28) greyscale images, int64 (N,) labels."""
+    prefix = "train" if train else "t10k"
+    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte")
+    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte").astype(np.int64)
+    return images, labels

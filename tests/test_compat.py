@@ -51,7 +51,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(cifar10_views, tiny_kwarg
     restored = _HydraConfiguredSimCLR.load_from_checkpoint(path, **kwargs)
     assert restored.hparams["config"]["lr"] == 0.3
     method.eval(), restored.eval()
-    x = torch.stack([cifar10_views[i][1][0] for i in range(8)])
+    x = torch.stack([cifar10_views[i][0][0] for i in range(8)])
     with torch.no_grad():
         expected, got = method(x), restored(x)
     for key in ("feats", "z", "logits"):
@@ -126,3 +126,30 @@ def test_solo_argparse_pipeline_fails_without_accumulate_grad_batches_patch(monk
     )
     with pytest.raises(TypeError):
         SimCLR(**setup.parse_args_pretrain().__dict__)
+
+
+_RETAINED_AFTER_FREE = """
+import ctypes, sys
+{setup}
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+block = ctypes.create_string_buffer(16 * 1024 * 1024)  # 16 MiB, touched (zeroed)
+before_free = rss()
+del block
+print(before_free - rss())
+"""
+
+
+def _bytes_returned_to_os_on_free(setup: str) -> int:
+    code = _RETAINED_AFTER_FREE.format(setup=setup)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1])
+
+
+def test_freed_buffers_stay_in_the_process_after_import():
+    """Without keep_freed_memory glibc unmaps a freed 16 MiB buffer (to be faulted in again)."""
+    default = _bytes_returned_to_os_on_free("")
+    tuned = _bytes_returned_to_os_on_free("import emim_bench")
+    assert default > 15 * 1024 * 1024
+    assert tuned < 1024 * 1024

@@ -37,8 +37,8 @@ def test_balanced_subset_rejects_impossible_sizes():
 def test_presets_give_two_normalised_views(preset, cifar10_train_subset):
     images, labels = cifar10_train_subset
     dataset = ArrayImageDataset(images, labels, pretrain_transform("cifar10", preset))
-    index, views, label = dataset[3]
-    assert index == 3 and label == int(labels[3])
+    views, label = dataset[3]
+    assert label == int(labels[3])
     assert len(views) == 2 and all(
         v.shape == (3, 32, 32) and v.dtype == torch.float32 for v in views
     )
@@ -58,7 +58,7 @@ def test_asymmetric_preset_solarizes_only_the_second_view():
 def test_greyscale_images_become_rgb_views():
     grey = np.random.default_rng(0).integers(0, 255, size=(4, 28, 28), dtype=np.uint8)
     dataset = ArrayImageDataset(grey, np.zeros(4), pretrain_transform("cifar10", "symmetric"))
-    _, views, _ = dataset[0]
+    views, _ = dataset[0]
     assert views[0].shape == (3, 32, 32)
 
 

@@ -1,0 +1,229 @@
+"""One benchmark run end to end: config -> training -> offline evaluation -> results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from emim_bench import config, data, pretrain
+from emim_bench.cli import main
+
+SMALL = {
+    "emim": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
+    "simclr": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
+    "byol": [
+        "method.kwargs.proj_hidden_dim=64",
+        "method.kwargs.proj_output_dim=32",
+        "method.kwargs.pred_hidden_dim=64",
+    ],
+    "barlow_twins": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
+    "vicreg": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
+    "random": [],
+}
+
+
+def tiny_run(method: str, runs_root: Path, *extra: str) -> list[str]:
+    """Overrides for a seconds-long CPU run on a real CIFAR-10 subset."""
+    return [
+        f"method={method}",
+        f"runs_root={runs_root}",
+        "progress_bar=false",
+        "trainer.num_workers=0",
+        "data.train_size=64",
+        "data.test_size=100",
+        "batch_size=16",
+        "epochs=1",
+        "eval.linear_epochs=5",
+        *SMALL[method],
+        *extra,
+    ]
+
+
+def only_run_dir(runs_root: Path) -> Path:
+    (run,) = (runs_root / "default").iterdir()
+    return run
+
+
+@pytest.mark.parametrize("method", sorted(SMALL))
+def test_each_method_produces_a_complete_results_json(method, tmp_path, cifar10_npz_path):
+    assert main(["pretrain", *tiny_run(method, tmp_path)]) == 0
+
+    run = only_run_dir(tmp_path)
+    results = json.loads((run / pretrain.RESULTS_FILE).read_text())
+    assert run.name == results["run_id"] and run.name.startswith(f"{method}-cifar10-resnet18-s0-")
+    assert results["status"] == "done" and results["method"] == method
+    accuracies = {k: v for k, v in results["metrics"].items() if v is not None}
+    expected = {
+        "knn_acc1_k20",
+        "knn_acc5_k20",
+        "knn_acc1_k200",
+        "knn_acc5_k200",
+        "linear_acc1",
+        "linear_acc5",
+    }
+    if method != "random":
+        expected |= {"online_acc1", "online_acc5"}
+    assert set(accuracies) == expected
+    assert all(0.0 <= v <= 100.0 for v in accuracies.values())
+    assert set(results["versions"]) >= {
+        "python",
+        "torch",
+        "pytorch_lightning",
+        "solo_learn",
+        "emim_bench",
+        "git_commit",
+    }
+    assert results["train"]["peak_rss_bytes"] > 0
+    assert (run / "config.yaml").is_file()
+    if method == "random":
+        assert results["metrics"]["knn_acc1_k20"] > 10.0  # above chance on 10 classes
+        assert results["train"]["steps"] == 0
+    else:
+        assert results["train"]["steps"] == 4 and results["train"]["images_per_s"] > 0
+        curve = pretrain.read_curve(run / pretrain.CURVE_FILE)
+        assert curve["epoch"].tolist() == [1] and 0 <= curve["knn_acc1"].iloc[0] <= 100
+        assert (run / pretrain.LAST_CHECKPOINT).is_file()
+
+
+def test_run_dir_is_a_pure_function_of_the_config(tmp_path):
+    a = config.load(tiny_run("emim", tmp_path))
+    b = config.load(tiny_run("emim", tmp_path / "elsewhere", "progress_bar=true"))
+    c = config.load(tiny_run("emim", tmp_path, "seed=1"))
+    d = config.load(tiny_run("emim", tmp_path, "method.kwargs.eps=0.1"))
+    assert pretrain.run_id(a) == pretrain.run_id(b)
+    assert pretrain.run_id(c).startswith("emim-cifar10-resnet18-s1-")
+    assert len({pretrain.run_id(x) for x in (a, c, d)}) == 3
+
+
+def test_finished_run_is_not_repeated_unless_forced(tmp_path, capsys, cifar10_npz_path):
+    overrides = tiny_run("random", tmp_path)
+    assert main(["pretrain", *overrides]) == 0
+    results = only_run_dir(tmp_path) / pretrain.RESULTS_FILE
+    before = results.stat().st_mtime_ns
+
+    assert main(["pretrain", *overrides]) == 0
+    assert "already done" in capsys.readouterr().out and results.stat().st_mtime_ns == before
+
+    assert main(["pretrain", *overrides, "force=true"]) == 0
+    assert results.stat().st_mtime_ns != before
+
+
+def test_same_seed_same_config_gives_the_same_first_epoch_loss(tmp_path, cifar10_npz_path):
+    losses = []
+    for root in ("a", "b"):
+        assert main(["pretrain", *tiny_run("simclr", tmp_path / root)]) == 0
+        curve = pretrain.read_curve(only_run_dir(tmp_path / root) / pretrain.CURVE_FILE)
+        losses.append(curve["train_nce_loss"].iloc[0])
+    assert losses[0] == losses[1]
+
+
+def test_imagenette_folder_runs_through_the_imagefolder_path(tmp_path, cifar10_npz_path):
+    overrides = tiny_run(
+        "simclr",
+        tmp_path,
+        "data=imagefolder",
+        "data.path=imagenette-mini",
+        "data.crop_size=32",
+        "data.test_size=50",
+    )
+    assert main(["pretrain", *overrides]) == 0
+    results = json.loads((only_run_dir(tmp_path) / pretrain.RESULTS_FILE).read_text())
+    assert results["dataset"] == "imagefolder" and 0 <= results["metrics"]["linear_acc1"] <= 100
+
+
+@pytest.mark.skipif(
+    data._fashion_mnist_dir(Path("/nonexistent")) is None,
+    reason="Fashion-MNIST idx files not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_fashion_mnist_runs_from_the_debian_idx_files(tmp_path):
+    assert main(["pretrain", *tiny_run("random", tmp_path, "data=fashion_mnist")]) == 0
+    results = json.loads((only_run_dir(tmp_path) / pretrain.RESULTS_FILE).read_text())
+    assert results["dataset"] == "fashion_mnist" and results["metrics"]["knn_acc1_k20"] > 10.0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("method=simclrr", "unknown method 'simclrr'; choose one of ['barlow_twins', 'byol'"),
+        ("data=cifar11", "unknown data 'cifar11'; choose one of"),
+        ("backbone=resnet19", "unknown backbone 'resnet19'; choose one of"),
+        ("epochz=3", "unknown config key 'epochz'"),
+        ("epochs=[1", "malformed override"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_the_choices(override, message, capsys):
+    assert main(["pretrain", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_missing_dataset_fails_before_building_a_model(tmp_path, capsys):
+    assert main(["pretrain", f"data_root={tmp_path}", f"runs_root={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"not found in {tmp_path / 'cifar10'}" in err and "data.download=true" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, cifar10_npz_path):
+    """Epoch 1 trains; the loss turns NaN at step 6: failed.json names it, the checkpoint stays."""
+    import emim_bench.methods as methods
+
+    calls = {"n": 0}
+    real_loss = methods.emim_loss_func
+
+    def loss_turning_nan(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] >= 6 else loss
+
+    monkeypatch.setattr(methods, "emim_loss_func", loss_turning_nan)
+    cfg = config.load(tiny_run("emim", tmp_path, "epochs=2"))
+    with pytest.raises(pretrain.NonFiniteLossError, match="at step 6"):
+        pretrain.run(cfg)
+    run = only_run_dir(tmp_path)
+    failed = json.loads((run / pretrain.FAILED_FILE).read_text())
+    assert failed["status"] == "failed" and "step 6" in failed["error"]
+    assert not (run / pretrain.RESULTS_FILE).exists()
+    assert pretrain._checkpoint_step(run / pretrain.LAST_CHECKPOINT) == 4
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cifar10_npz_path):
+    command = [
+        sys.executable,
+        "-m",
+        "emim_bench.cli",
+        "pretrain",
+        *tiny_run("simclr", tmp_path, "epochs=3"),
+    ]
+    process = subprocess.Popen(
+        command, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    checkpoint = None
+    while time.monotonic() < deadline and process.poll() is None:
+        runs = list((tmp_path / "default").glob(f"*/{pretrain.LAST_CHECKPOINT}"))
+        if runs and pretrain._checkpoint_step(runs[0]) >= 4:
+            checkpoint = runs[0]
+            break
+        time.sleep(0.2)
+    assert checkpoint is not None and process.poll() is None, "run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    run = checkpoint.parents[1]
+    assert not (run / pretrain.RESULTS_FILE).exists()
+
+    resumed = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True)
+
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    results = json.loads((run / pretrain.RESULTS_FILE).read_text())
+    assert results["status"] == "done"
+    assert pretrain._checkpoint_step(run / pretrain.LAST_CHECKPOINT) == 12
+    assert results["train"]["steps"] < 12  # only the part after the checkpoint was trained again
+    assert pretrain.read_curve(run / pretrain.CURVE_FILE)["epoch"].tolist() == [1, 2, 3]
