@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.emim-bench-installed
 SOLO_LEARN := solo-learn==1.0.2
 
-.PHONY: setup test lint clean-venv
+.PHONY: setup test bench lint clean-venv
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest
+
+# Loss and training-step speed benchmarks -> reports/benchmarks/<cpu|cuda>.{json,md}.
+bench: setup
+	$(PY) -m emim_bench.cli bench
 
 lint: setup
 	$(VENV)/bin/ruff check emim_bench tests
