@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emim_bench import __version__, bench, pretrain
+from emim_bench import __version__, bench, pretrain, report, sweep
 
 # register(subparsers) of each subcommand, in the order `--help` lists them.
-SUBCOMMANDS = (pretrain.register, bench.register)
+SUBCOMMANDS = (pretrain.register, sweep.register, report.register, bench.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

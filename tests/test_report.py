@@ -1,0 +1,400 @@
+"""The sweep report: statistics against scipy, run states, figures, HTML, published numbers, CLI.
+
+Run directories are written by hand (results.json, failed.json, curve.csv, config.yaml)
+with chosen numbers, so every expectation is computed independently here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import math
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from emim_bench import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _config(method, seed, dataset, backbone, epochs, train_size, sweep, budget) -> dict:
+    return {
+        "seed": seed,
+        "sweep": sweep,
+        "epochs": epochs,
+        "batch_size": 64,
+        "budget_name": budget,
+        "method": {"name": method},
+        "data": {"name": dataset, "train_size": train_size},
+        "backbone": {"name": backbone},
+        "trainer": {"accelerator": "cpu", "devices": 1, "precision": 32},
+        "eval": {"knn_k": [20, 200], "knn_temperature": 0.07},
+    }
+
+
+def make_run(
+    runs_dir: Path,
+    method: str,
+    seed: int,
+    knn: float | None = None,
+    linear: float | None = None,
+    online: float | None = None,
+    status: str = "done",
+    error: str = "NonFiniteLossError: non-finite training loss (nan) at step 7 (epoch 1)",
+    dataset: str = "cifar10",
+    backbone: str = "resnet18",
+    epochs: int = 3,
+    train_size: int | None = 2000,
+    images_per_s: float = 100.0,
+    curve: bool = True,
+    sweep: str = "test",
+    budget: str = "cpu",
+    versions: dict | None = None,
+) -> Path:
+    """A run directory as emim_bench.pretrain.run leaves it (status done, failed or partial)."""
+    digest = zlib.crc32(f"{method} {seed} {epochs} {dataset}".encode())
+    run_id = f"{method}-{dataset}-{backbone}-s{seed}-{digest:08x}"
+    run = runs_dir / run_id
+    run.mkdir(parents=True)
+    cfg = _config(method, seed, dataset, backbone, epochs, train_size, sweep, budget)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if curve and method != "random":
+        with open(run / "curve.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["epoch", "step", "wall_s", "train_loss", "val_acc1", "knn_acc1"])
+            final = knn if knn is not None else 30.0
+            for epoch in range(1, epochs + 1):
+                acc = final - 3 * (epochs - epoch)
+                writer.writerow([epoch, 31 * epoch, 20.0 * epoch, 5.0 / epoch, acc - 1, acc])
+            writer.writerow([epochs, 31 * epochs, 20.0 * epochs, 1.0, final - 1, final])  # resume
+    if status in ("partial", "failed"):
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+    if status == "failed":
+        failed = {"status": "failed", "run_id": run_id, "error": error}
+        failed.update(
+            started_utc="2025-01-01T00:00:00+00:00", failed_utc="2025-01-01T00:01:00+00:00"
+        )
+        (run / "failed.json").write_text(json.dumps(failed))
+    if status != "done":
+        return run
+    metrics = {
+        "knn_acc1_k20": knn,
+        "knn_acc5_k20": 90.0,
+        "knn_acc1_k200": knn,
+        "knn_acc5_k200": 91.0,
+        "linear_acc1": linear if linear is not None else knn,
+        "linear_acc5": 92.0,
+    }
+    if method != "random":
+        metrics["online_acc1"] = online if online is not None else knn
+        metrics["online_acc5"] = 93.0
+    results = {
+        "status": "done",
+        "run_id": run_id,
+        "method": method,
+        "dataset": dataset,
+        "backbone": backbone,
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": 64,
+        "metrics": metrics,
+        "knn": {"k": [20, 200], "temperature": 0.07},
+        "train": {
+            "wall_time_s": 0.0 if method == "random" else 60.0,
+            "steps": 0 if method == "random" else 93,
+            "images_per_s": None if method == "random" else images_per_s,
+            "peak_rss_bytes": 3 * 2**30,
+            "peak_gpu_memory_bytes": None,
+        },
+        "curve_file": "curve.csv" if curve and method != "random" else None,
+        "versions": versions
+        or {
+            "python": "3.11.9",
+            "torch": "2.14.1",
+            "torchvision": "0.29.1",
+            "pytorch_lightning": "1.9.5",
+            "solo_learn": "1.0.2",
+            "emim_bench": "0.1.0",
+            "git_commit": "abc123",
+        },
+        "started_utc": "2025-01-01T00:00:00+00:00",
+        "finished_utc": "2025-01-01T00:02:00+00:00",
+        "config": cfg,
+    }
+    (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+EMIM_KNN = {0: 50.0, 1: 52.0, 2: 54.0}
+SIMCLR_KNN = {0: 48.0, 1: 49.0, 2: 53.0}
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """EMIM and SimCLR over seeds 0-2, BYOL below the floor, the floor, a failure, a partial run."""
+    runs = tmp_path / "runs" / "test"
+    for seed in range(3):
+        make_run(runs, "emim", seed, EMIM_KNN[seed], linear=60 + seed, images_per_s=90 + seed)
+        make_run(runs, "simclr", seed, SIMCLR_KNN[seed], linear=57 + 2 * seed)
+    make_run(runs, "byol", 0, 20.0)
+    make_run(runs, "random", 0, 25.0, linear=28.0)
+    make_run(runs, "vicreg", 0, status="failed")
+    make_run(runs, "barlow_twins", 0, status="partial")
+    return runs
+
+
+def _t_ci(x) -> tuple[float, float]:
+    x = np.asarray(x, float)
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return x.mean() - half, x.mean() + half
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------
+
+
+def test_method_summary_matches_numpy_and_scipy_t_interval(sweep):
+    summary = report.method_summary(report.collect_runs(sweep)).set_index("method")
+    assert list(summary.index) == ["emim", "byol", "simclr", "random"]  # emim first, random last
+    for method, values in (("emim", EMIM_KNN), ("simclr", SIMCLR_KNN)):
+        x = list(values.values())
+        row = summary.loc[method]
+        assert row["knn_acc1_k20_n"] == 3
+        assert row["knn_acc1_k20_mean"] == pytest.approx(np.mean(x))
+        assert row["knn_acc1_k20_sd"] == pytest.approx(np.std(x, ddof=1))
+        low, high = _t_ci(x)
+        assert row["knn_acc1_k20_ci_low"] == pytest.approx(low)
+        assert row["knn_acc1_k20_ci_high"] == pytest.approx(high)
+        assert row["images_per_s_mean"] == pytest.approx(91.0 if method == "emim" else 100.0)
+        assert row["peak_rss_bytes_mean"] == 3 * 2**30
+    # n = 1: no sd, no interval; the floor has no online accuracy
+    assert summary.loc["byol", "knn_acc1_k20_n"] == 1
+    assert math.isnan(summary.loc["byol", "knn_acc1_k20_sd"])
+    assert math.isnan(summary.loc["byol", "knn_acc1_k20_ci_low"])
+    assert summary.loc["random", "online_acc1_n"] == 0
+
+
+def test_paired_difference_equals_scipy_ttest_rel(sweep):
+    diff = report.paired_differences(report.collect_runs(sweep), "knn_acc1_k20")
+    row = diff.set_index("baseline").loc["simclr"]
+    a, b = list(EMIM_KNN.values()), list(SIMCLR_KNN.values())
+    expected = stats.ttest_rel(a, b)
+    assert row["n_pairs"] == 3
+    assert row["mean_diff"] == pytest.approx(np.mean(np.subtract(a, b)))
+    assert row["p_value"] == pytest.approx(expected.pvalue)
+    assert row["t"] == pytest.approx(expected.statistic)
+    low, high = _t_ci(np.subtract(a, b))
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    # BYOL and the floor only have seed 0: one pair, no test
+    byol = diff.set_index("baseline").loc["byol"]
+    assert byol["n_pairs"] == 1 and math.isnan(byol["p_value"])
+    assert byol["mean_diff"] == pytest.approx(EMIM_KNN[0] - 20.0)
+    assert report.NO_TEST_ONE_SEED in byol["note"]
+
+
+def test_pairs_only_the_seeds_both_methods_finished(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, value in ((0, 50.0), (1, 52.0), (2, 57.0), (3, 51.0)):
+        make_run(runs, "emim", seed, value)
+    for seed, value in ((1, 49.0), (2, 50.0), (3, 50.5), (4, 10.0)):
+        make_run(runs, "simclr", seed, value)
+    row = report.paired_differences(report.collect_runs(runs), "linear_acc1").iloc[0]
+    assert row["seeds"] == "1,2,3"
+    assert row["p_value"] == pytest.approx(stats.ttest_rel([52, 57, 51], [49, 50, 50.5]).pvalue)
+
+
+def test_one_seed_report_says_no_test_is_possible(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "emim", 0, 40.0)
+    make_run(runs, "simclr", 0, 38.0)
+    report.write_report(runs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert report.NO_TEST_ONE_SEED in md
+    assert "+2.00" in md
+
+
+def test_no_emim_run_is_said(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "simclr", 0, 38.0)
+    make_run(runs, "byol", 0, 39.0)
+    assert report.paired_differences(report.collect_runs(runs), "knn_acc1_k20").empty
+    report.write_report(runs, tmp_path / "out")
+    assert "no finished EMIM run" in (tmp_path / "out" / "report.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# The written report: files, HTML, run states, floor, published numbers
+# ---------------------------------------------------------------------------------------
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs, self.external = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.srcs.append(attrs.get("src", ""))
+        if tag in ("link", "script") and (attrs.get("href") or attrs.get("src")):
+            self.external.append(tag)
+
+
+def test_report_files_html_embeds_every_figure(sweep, tmp_path):
+    out = tmp_path / "reports" / "test"
+    html_path = report.write_report(sweep, out, command="make sweep SWEEP=test")
+    assert html_path == out / "report.html"
+    for name in ("report.md", "report.html", "results.csv"):
+        assert (out / name).is_file()
+    figures = sorted((out / "figures").glob("*.png"))
+    assert {f.name for f in figures} == set(report.FIGURES)
+    for figure in figures:
+        assert figure.read_bytes()[:8] == PNG_MAGIC
+    parser = _Images()
+    parser.feed(html_path.read_text())
+    parser.close()
+    assert not parser.external
+    assert len(parser.srcs) == len(figures)
+    embedded = sorted(base64.b64decode(s.split(",", 1)[1]) for s in parser.srcs)
+    assert all(s.startswith("data:image/png;base64,") for s in parser.srcs)
+    assert embedded == sorted(f.read_bytes() for f in figures)
+    md = (out / "report.md").read_text()
+    for figure in figures:
+        assert f"figures/{figure.name}" in md
+    assert "make sweep SWEEP=test" in md and "make sweep SWEEP=test" in html_path.read_text()
+    assert "`2.14.1`" in md  # versions
+
+
+def test_failed_partial_and_missing_runs_are_listed(sweep, tmp_path):
+    planned = "vicreg-cifar10-resnet18-s1-0123abcd"
+    truncated = make_run(sweep, "emim", 7, 50.0)
+    (truncated / "results.json").write_text('{"status": "do')
+    out = tmp_path / "out"
+    report.write_report(sweep, out, expected=[planned])
+    rows = pd.read_csv(out / "results.csv").set_index("run_id")
+    assert len(rows) == 12  # 6 + 1 + 1 done, 2 failed, 1 partial, 1 missing
+    assert rows.loc[truncated.name, "status"] == "failed"
+    assert rows.loc[truncated.name, "detail"].startswith("unreadable results.json")
+    failed = rows[rows["method"] == "vicreg"]
+    assert set(failed["status"]) == {"failed", "missing"}
+    assert "non-finite training loss" in failed[failed["status"] == "failed"]["detail"].iloc[0]
+    assert rows.loc[planned, "status"] == "missing" and rows.loc[planned, "seed"] == 1
+    assert rows[rows["method"] == "barlow_twins"]["status"].tolist() == ["partial"]
+    assert {"knn_acc1_k20", "linear_acc5", "online_acc1", "images_per_s", "wall_time_s"} <= set(
+        rows.columns
+    )
+    md = (out / "report.md").read_text()
+    problems = md.split("## Failed, partial and missing runs")[1].split("\n## ")[0]
+    assert "**failed**" in problems and "non-finite training loss (nan) at step 7" in problems
+    assert "**partial**" in problems and "barlow_twins-cifar10" in problems
+    assert "**missing**" in problems and planned in problems
+
+
+def test_random_floor_shown_and_method_below_it_named(sweep, tmp_path):
+    report.write_report(sweep, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| random init | 1 | 25.00 |" in md
+    floor = next(line for line in md.splitlines() if "random-init floor" in line)
+    assert "Not above the random-init floor" in floor and "BYOL (20.00%)" in floor
+    assert "EMIM" not in floor and "SimCLR" not in floor
+
+
+def test_all_above_floor_is_said(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "emim", 0, 40.0)
+    make_run(runs, "random", 0, 25.0)
+    report.write_report(runs, tmp_path / "out")
+    assert "Every method's mean kNN acc@1 is above the random-init floor" in (
+        (tmp_path / "out" / "report.md").read_text()
+    )
+
+
+def test_published_number_beside_ours_for_the_cifar_recipe(tmp_path):
+    runs = tmp_path / "runs"
+    for method in ("emim", "simclr"):
+        make_run(runs, method, 0, 85.0, online=89.5, epochs=1000, train_size=None)
+    table = report.published_comparison(report.method_summary(report.collect_runs(runs)))
+    simclr = table.set_index("method").loc["simclr"]
+    assert simclr["published"] == 90.74
+    assert simclr["difference"] == pytest.approx(89.5 - 90.74)
+    assert math.isnan(table.set_index("method").loc["emim", "published"])
+    report.write_report(runs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    section = md.split("## Published numbers")[1].split("\n## ")[0]
+    simclr_line = next(line for line in section.splitlines() if "| SimCLR |" in line)
+    assert "90.74" in simclr_line and "89.50" in simclr_line
+    emim_line = next(line for line in section.splitlines() if "| EMIM |" in line)
+    assert emim_line.rstrip().endswith("| – | – |")
+
+
+def test_cpu_budget_run_matches_no_published_setting(sweep, tmp_path):
+    assert report.published_comparison(report.method_summary(report.collect_runs(sweep))).empty
+    report.write_report(sweep, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "matches no published one" in md and "budget cpu" in md
+    assert "90.74" not in md
+
+
+def test_differing_versions_are_noted(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "emim", 0, 40.0)
+    other = {"torch": "2.15.0", "git_commit": "def456"}
+    make_run(runs, "simclr", 0, 38.0, versions=other)
+    report.write_report(runs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "**differs**" in md and "`2.15.0` (1 runs)" in md
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emim-bench")
+    report.register(parser.add_subparsers())
+    return parser
+
+
+def test_register_runs_the_report_and_prints_the_headline(sweep, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = _parser().parse_args(["report", str(sweep), "-o", str(out), "--command", "make x"])
+    assert args.handler(args) == 0
+    printed = capsys.readouterr().out
+    assert "EMIM" in printed and "52.00 ± 2.00" in printed
+    assert str(out / "report.html") in printed
+    assert "make x" in (out / "report.md").read_text()
+
+
+def test_default_command_is_the_report_command(sweep, tmp_path):
+    args = _parser().parse_args(["report", str(sweep), "-o", str(tmp_path / "o")])
+    assert args.handler(args) == 0
+    assert f"emim-bench report {sweep} -o {tmp_path / 'o'}" in (
+        (tmp_path / "o" / "report.md").read_text()
+    )
+
+
+def test_missing_or_empty_runs_dir_exits_2_with_one_line(tmp_path, capsys):
+    parser = _parser()
+    args = parser.parse_args(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "o")])
+    assert args.handler(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    args = parser.parse_args(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "o")])
+    assert args.handler(args) == 2
+    assert "holds no run directories" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["report", str(tmp_path)])  # -o is required
+    assert exit_info.value.code == 2

@@ -1,0 +1,183 @@
+"""Sweeps: plan, skip done runs, resume after a kill, go on past failures, report at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emim_bench import pretrain, sweep
+from emim_bench.cli import main
+
+REPO = Path(__file__).parents[1]
+
+
+def write_sweep(path: Path, **changes) -> Path:
+    """sweeps/smoke.yaml with some keys changed, written to ``path``."""
+    spec = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
+    spec.update(changes)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_smoke_sweep_runs_four_runs_and_writes_a_report(tmp_path, capsys, cifar10_npz_path):
+    report_dir = tmp_path / "report"
+    code = main(
+        [
+            "sweep",
+            str(REPO / "sweeps" / "smoke.yaml"),
+            f"runs_root={tmp_path}",
+            "--report-dir",
+            str(report_dir),
+        ]
+    )
+
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "sweep smoke: 4 runs: 4 done, 0 failed, 0 partial, 0 to do" in out.splitlines()[-1]
+    results = sorted((tmp_path / "smoke").glob(f"*/{pretrain.RESULTS_FILE}"))
+    assert len(results) == 4
+    assert {json.loads(p.read_text())["method"] for p in results} == {"emim", "simclr"}
+    assert (report_dir / "report.html").is_file() and (report_dir / "results.csv").is_file()
+
+    # the same sweep again: everything is done, nothing is re-run
+    stamps = [p.stat().st_mtime_ns for p in results]
+    assert (
+        main(
+            [
+                "sweep",
+                str(REPO / "sweeps" / "smoke.yaml"),
+                f"runs_root={tmp_path}",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "sweep",
+                str(REPO / "sweeps" / "smoke.yaml"),
+                f"runs_root={tmp_path}",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("to do") == 5  # four runs and the summary line
+    assert "emim-cifar10-resnet18-s1-" in out and not (tmp_path / "smoke").exists()
+
+
+def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, cifar10_npz_path):
+    spec = write_sweep(
+        tmp_path / "failing.yaml",
+        name="failing",
+        grid={"method": ["emim"], "method.kwargs.eps": [0.01, -1.0]},
+    )
+    code = main(["sweep", str(spec), f"runs_root={tmp_path / 'runs'}", "--no-report"])
+
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "sweep failing: 2 runs: 1 done, 1 failed, 0 partial, 0 to do" in out
+    assert "eps must be >= 0" in out
+    states = {
+        r.choices["method.kwargs.eps"]: r.state
+        for r in sweep.plan(sweep.load_sweep(spec), [f"runs_root={tmp_path / 'runs'}"])
+    }
+    assert states == {0.01: "done", -1.0: "failed"}
+
+
+def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_npz_path):
+    command = [
+        sys.executable,
+        "-m",
+        "emim_bench.cli",
+        "sweep",
+        str(REPO / "sweeps" / "smoke.yaml"),
+        f"runs_root={tmp_path}",
+        "--no-report",
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list((tmp_path / "smoke").glob(f"*/{pretrain.RESULTS_FILE}"))) >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the sweep ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "smoke").glob("*/results.json")}
+    assert 2 <= len(finished) < 4
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    lines = rerun.stdout.splitlines()
+    planned = next(line for line in lines if line.startswith("sweep smoke: 4 runs:"))
+    assert f"{len(finished)} done" in planned  # the plan before launching shows what was kept
+    assert len(list((tmp_path / "smoke").glob("*/results.json"))) == 4
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in finished.items())
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("name: x\ngrid: {method: [emim]\n", "malformed YAML"),
+        ("name: x\ngrid: {method: [simclrr]}\n", "unknown method 'simclrr'"),
+        ("name: x\ngrid: {method: [emim]}\nlauncher: slurmm\n", "unknown launcher 'slurmm'"),
+        ("name: x\ngrid: {method: emim}\n", "grid must map config keys to non-empty lists"),
+        ("name: x\ngrid: {epochz: [1]}\n", "unknown config key 'epochz'"),
+        ("name: x\ngrid: {method: [emim]}\nlaunchr: basic\n", "unknown keys ['launchr']"),
+    ],
+)
+def test_bad_sweep_files_exit_2_naming_the_problem(content, message, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err
+
+
+def test_missing_sweep_file_exits_2(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "nope.yaml")]) == 2
+    assert "sweep file not found" in capsys.readouterr().err
+
+
+def test_shipped_sweeps_compose(tmp_path):
+    names = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+    assert names == [
+        "cifar100_paper",
+        "cifar10_cpu_budget",
+        "cifar10_paper",
+        "cpu_demo",
+        "imagenet100_paper",
+        "smoke",
+    ]
+    for name in names:
+        spec = sweep.load_sweep(REPO / "sweeps" / f"{name}.yaml")
+        assert spec.name == name
+        runs = sweep.plan(spec, [f"runs_root={tmp_path}"])
+        assert len({r.run_id for r in runs}) == len(runs)
+        if name != "smoke":
+            assert set(spec.grid["method"]) == {
+                "emim",
+                "simclr",
+                "byol",
+                "barlow_twins",
+                "vicreg",
+                "random",
+            }
