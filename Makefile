@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.emim-bench-installed
 SOLO_LEARN := solo-learn==1.0.2
 
-.PHONY: setup test bench lint clean-venv
+.PHONY: setup test demo bench lint clean-venv
 
 setup: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest
+
+# The demo: the five methods and the random floor on real CIFAR-10 at CPU budget, then
+# reports/cpu_demo/ (report.md, report.html). Done runs are kept: a second `make demo` only
+# rewrites the report. Extra overrides: make demo DEMO_ARGS="data.download=true".
+demo: setup
+	$(VENV)/bin/emim-bench sweep sweeps/cpu_demo.yaml $(DEMO_ARGS)
 
 # Loss and training-step speed benchmarks -> reports/benchmarks/<cpu|cuda>.{json,md}.
 bench: setup

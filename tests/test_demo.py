@@ -1,0 +1,66 @@
+"""`make demo` runs the sweep the README describes; a tiny version of it runs end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from emim_bench import sweep
+from emim_bench.cli import main
+
+REPO = Path(__file__).parents[1]
+TINY = [
+    "data.train_size=64",
+    "data.test_size=100",
+    "batch_size=16",
+    "epochs=1",
+    "eval.linear_epochs=5",
+    "trainer.num_workers=0",
+    "progress_bar=false",
+    "++method.kwargs.proj_hidden_dim=64",
+    "++method.kwargs.proj_output_dim=32",
+]
+
+
+def test_make_demo_runs_the_cpu_demo_sweep_that_the_readme_describes():
+    demo_recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M)
+    assert demo_recipe and "emim-bench sweep sweeps/cpu_demo.yaml" in demo_recipe[1]
+    readme = (REPO / "README.md").read_text()
+    assert "make demo" in readme and "reports/cpu_demo/report.html" in readme
+
+    demo = sweep.load_sweep(REPO / "sweeps" / "cpu_demo.yaml")
+    assert demo.name == "cpu_demo" and "data=cifar10" in demo.overrides
+    assert "budget=cpu" in demo.overrides
+    assert demo.grid["method"] == ["emim", "simclr", "byol", "barlow_twins", "vicreg", "random"]
+
+
+def test_a_tiny_demo_runs_end_to_end(tmp_path, capsys, cifar10_npz_path):
+    spec = yaml.safe_load((REPO / "sweeps" / "cpu_demo.yaml").read_text())
+    spec["grid"]["method"] = ["emim", "random"]
+    tiny = tmp_path / "cpu_demo.yaml"
+    tiny.write_text(yaml.safe_dump(spec))
+
+    code = main(
+        [
+            "sweep",
+            str(tiny),
+            f"runs_root={tmp_path / 'runs'}",
+            *TINY,
+            "--report-dir",
+            str(tmp_path / "report"),
+        ]
+    )
+
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "sweep cpu_demo: 2 runs: 2 done, 0 failed, 0 partial, 0 to do" in out
+    assert str(tmp_path / "report" / "report.html") in out
+    methods = {
+        json.loads(p.read_text())["method"]
+        for p in (tmp_path / "runs" / "cpu_demo").glob("*/results.json")
+    }
+    assert methods == {"emim", "random"}
+    assert (tmp_path / "report" / "report.md").read_text().count("EMIM") >= 1
