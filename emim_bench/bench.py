@@ -265,8 +265,8 @@ def loss_function(name: str, z1: torch.Tensor, z2: torch.Tensor) -> Callable[[],
     """A closure computing loss ``name`` on views ``z1``, ``z2`` (N, D) with recipe hyperparameters.
 
     EMIM uses eps = 1e-2 and standardisation (its defaults) in the named form;
-    the baselines are solo-learn 1.0.2's own loss functions with the CIFAR
-    recipes of REFERENCE.md. BYOL's is symmetrised as its method uses it,
+    the baselines are solo-learn 1.0.2's own loss functions with the
+    hyperparameters of solo-learn's CIFAR recipes. BYOL's is symmetrised as its method uses it,
     ``byol(p1, z2) + byol(p2, z1)``, with ``z1, z2`` as the predictions and
     their detached copies as the momentum targets.
     """
@@ -375,7 +375,7 @@ PROJECTORS: dict[str, dict[str, Any]] = {
         momentum_classifier=False,
     ),
 }
-# LARS learning rate and weight decay of each recipe (REFERENCE.md); EMIM takes Barlow Twins'.
+# LARS learning rate and weight decay of solo-learn's CIFAR recipes; EMIM takes Barlow Twins'.
 OPTIMIZERS = {
     "emim": (0.3, 1e-4),
     "barlow_twins": (0.3, 1e-4),

@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 # Published online linear acc@1 (percent) of solo-learn's recipes, from the solo-learn
-# README (tag 1.0.8 and later; see /work/shared/REFERENCE.md): ResNet-18, CIFAR-10/100
+# README (tag 1.0.8 and later): ResNet-18, CIFAR-10/100
 # for 1000 epochs, ImageNet-100 for 400 epochs. Keyed by (dataset, backbone, epochs).
 # EMIM has no entry: the EMIM paper's numbers are not available here, so its column stays empty.
 PUBLISHED_ONLINE_ACC1: dict[tuple[str, str, int], dict[str, float]] = {
@@ -121,7 +121,7 @@ METHOD_NAMES = {
     "vicreg": "VICReg",
     "random": "random init",
 }
-# Known departures of solo-learn's implementations from the original papers (REFERENCE.md).
+# Known departures of solo-learn's implementations from the original papers.
 QUIRKS = {
     "vicreg": "solo-learn's VICReg variance term is not halved (2x the official weight).",
     "byol": "solo-learn's BYOL sums its two pair losses.",
