@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="EMIM against SimCLR, BYOL, Barlow Twins and VICReg on solo-learn.",
     )
     parser.add_argument("--version", action="version", version=f"emim-bench {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # "subcommand", not "command": a subcommand may have a --command option of its own.
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for register in SUBCOMMANDS:
         register(subparsers)
     return parser
@@ -32,15 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code.
 
-    Bad arguments exit with code 2 and a one-line error (argparse).
+    Bad arguments exit with code 2 and a one-line error (argparse). Subcommands
+    that take config overrides (``pretrain``, ``sweep``) accept them before,
+    between or after their options.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
+    args, extra = parser.parse_known_args(argv)
+    if args.subcommand is None:
         parser.print_help()
         return 0
-    args.argv = argv  # the exact command line, recorded by handlers that write reports
+    if extra:
+        if not hasattr(args, "accepts_extra") or not args.accepts_extra(extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    args.argv = argv  # the exact command line, for handlers that record or re-read it
     return args.handler(args)
 
 

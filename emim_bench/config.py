@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "method_configs"
@@ -45,10 +46,17 @@ def load(overrides: list[str] | None = None) -> DictConfig:
     """Compose ``method_configs/config.yaml`` with Hydra command-line overrides.
 
     Raises:
-        ConfigError: unknown group choice, unknown key or malformed override/YAML.
+        ConfigError: unknown group choice, unknown key, malformed override/YAML,
+            or a value of the wrong type or range (:func:`check_values`).
     """
     overrides = list(overrides or [])
     check_overrides(overrides)
+    cfg = _compose(overrides)
+    check_values(cfg)
+    return cfg
+
+
+def _compose(overrides: list[str]) -> DictConfig:
     # Inside a Hydra job (a sweep's launcher) Hydra is already initialised: step aside, then back.
     global_hydra = GlobalHydra.instance()
     outer = global_hydra.hydra if global_hydra.is_initialized() else None
@@ -62,6 +70,51 @@ def load(overrides: list[str] | None = None) -> DictConfig:
         if outer is not None:
             global_hydra.clear()
             global_hydra.initialize(outer)
+
+
+# Keys whose value must be an integer of at least the given minimum (None allowed where marked).
+_INTEGERS = {
+    "epochs": (1, False),
+    "batch_size": (2, False),  # batch statistics (BatchNorm, covariances) need two samples
+    "seed": (0, False),
+    "warmup_epochs": (0, False),
+    "knn_every_n_epochs": (0, False),
+    "data.crop_size": (1, False),
+    "data.train_size": (1, True),
+    "data.test_size": (1, True),
+    "eval.linear_epochs": (1, False),
+    "eval.batch_size": (1, False),
+    "trainer.num_workers": (0, False),
+}
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Reject values of the wrong type or range before any data or model is touched.
+
+    Raises:
+        ConfigError: e.g. "epochs must be an integer >= 1, got 'abc'".
+    """
+    for key, (minimum, optional) in _INTEGERS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    if cfg.logger not in ("csv", "tensorboard", "wandb"):
+        raise ConfigError(f"logger must be csv, tensorboard or wandb, got {cfg.logger!r}")
+    if cfg.logger == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("logger=wandb needs the wandb package: pip install wandb")
+    knn_k = OmegaConf.select(cfg, "eval.knn_k")
+    if not knn_k or not all(isinstance(k, int) and k >= 1 for k in knn_k):
+        raise ConfigError(f"eval.knn_k must be a list of integers >= 1, got {knn_k!r}")
+    if cfg.method.name == "emim":
+        from emim_bench.methods import EMIM
+
+        kwargs = cfg.method.kwargs
+        try:
+            EMIM.validate_hparams(kwargs.proj_hidden_dim, kwargs.proj_output_dim, kwargs.eps)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"method.kwargs: {error}") from None
 
 
 def _one_line(error: Exception) -> str:

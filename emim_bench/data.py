@@ -240,8 +240,9 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def data_root(configured: str | Path) -> Path:
-    """The data root: ``$EMIM_BENCH_DATA`` when set, else ``configured``."""
-    return Path(os.environ.get(DATA_ROOT_ENV) or configured).expanduser()
+    """The data root, absolute: ``$EMIM_BENCH_DATA`` when set, else ``configured``
+    (a relative path is taken from the current folder)."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or configured).expanduser().resolve()
 
 
 def dataset_dir(data_cfg: Mapping, root: Path) -> Path:

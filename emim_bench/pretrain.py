@@ -186,7 +186,7 @@ def method_kwargs(cfg: DictConfig, num_classes: int, world_size: int = 1) -> dic
         extra_optimizer_args={"momentum": cfg.optim.momentum}
         if cfg.optim.optimizer == "sgd"
         else {},
-        scheduler=cfg.optim.scheduler,
+        scheduler=_scheduler(cfg),
         min_lr=cfg.optim.min_lr,
         warmup_start_lr=cfg.optim.warmup_start_lr,
         warmup_epochs=cfg.warmup_epochs,
@@ -194,6 +194,20 @@ def method_kwargs(cfg: DictConfig, num_classes: int, world_size: int = 1) -> dic
         num_small_crops=0,
         **OmegaConf.to_container(cfg.method.kwargs, resolve=True),
     )
+
+
+def _scheduler(cfg: DictConfig) -> str:
+    """solo-learn's scheduler name; "warmup_cosine" without warm-up epochs becomes "cosine".
+
+    lightning-bolts' LinearWarmupCosineAnnealingLR (solo's "warmup_cosine") sets
+    every learning rate to ``warmup_start_lr`` in epoch 0 and then updates it
+    multiplicatively; with ``warmup_epochs=0`` and ``warmup_start_lr=0`` the
+    learning rate therefore stays 0 for the whole run. torch's cosine schedule
+    starts at the base learning rates instead.
+    """
+    if cfg.optim.scheduler == "warmup_cosine" and cfg.warmup_epochs == 0:
+        return "cosine"
+    return cfg.optim.scheduler
 
 
 class _EvalSets:
@@ -298,10 +312,13 @@ def run(cfg: DictConfig) -> dict | None:
         The results dict, or the existing one when the run was already done.
 
     Raises:
+        ConfigError: a GPU trainer without a visible GPU.
         DatasetNotFoundError: before any model is built.
         NonFiniteLossError: the loss became NaN/inf; ``failed.json`` names the
             step and the last good checkpoint is kept.
     """
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        raise config.ConfigError("trainer uses a GPU but none is visible; use trainer=cpu")
     root = data.data_root(cfg.data_root)
     data.check_available(cfg.data, root)
     out = run_dir(cfg)
@@ -332,7 +349,7 @@ def run(cfg: DictConfig) -> dict | None:
         raise
     results.update(started_utc=started, finished_utc=_utc_now())
     _write_json(results_path, results)
-    print(f"{run_id(cfg)}: done, results in {results_path}")
+    print(f"{run_id(cfg)}: done ({_headline(results['metrics'])}), results in {results_path}")
     return results
 
 
@@ -489,6 +506,18 @@ def versions() -> dict:
     }
 
 
+def _headline(metrics: dict) -> str:
+    """E.g. "kNN acc@1 41.2%, linear acc@1 44.0%, online acc@1 38.5%"."""
+    names = {
+        "knn_acc1_k20": "kNN acc@1",
+        "linear_acc1": "linear acc@1",
+        "online_acc1": "online acc@1",
+    }
+    return ", ".join(
+        f"{name} {metrics[key]:.1f}%" for key, name in names.items() if metrics.get(key) is not None
+    )
+
+
 def _metric(trainer: pl.Trainer, key: str) -> float | None:
     value = trainer.callback_metrics.get(key)
     return None if value is None else float(value)
@@ -535,18 +564,22 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides and flags")
-    parser.set_defaults(handler=_pretrain_command)
+    # Hydra's own flags (--cfg job, --info, --multirun ...) pass through to Hydra; the handler
+    # reads the raw command line, since argparse would reorder flags and their values.
+    parser.set_defaults(handler=_pretrain_command, accepts_extra=lambda extra: True)
 
 
 def _pretrain_command(args) -> int:
-    overrides, hydra_flags = _split_hydra_flags(args.overrides)
+    raw = args.argv[args.argv.index("pretrain") + 1 :]
+    overrides, hydra_flags = _split_hydra_flags(raw)
+    multirun = bool({"-m", "--multirun"} & set(hydra_flags))
     try:
-        cfg = config.load(overrides)
+        cfg = config.check_overrides(overrides) if multirun else config.load(overrides)
     except config.ConfigError as error:
         print(f"emim-bench pretrain: error: {error}", file=sys.stderr)
         return 2
     if hydra_flags:
-        return _hydra_main(args.overrides)
+        return _hydra_main(raw)
     return run_or_report(cfg)
 
 
@@ -569,11 +602,12 @@ def run_or_report(cfg: DictConfig) -> int:
     """:func:`run`, turning the errors a user can fix into a one-line message and an exit code.
 
     Returns:
-        0 on success; 2 for a missing dataset; 1 for a failed run (``failed.json`` says why).
+        0 on success; 2 for a missing GPU or dataset; 1 for a failed run (``failed.json`` says
+        why).
     """
     try:
         run(cfg)
-    except data.DatasetNotFoundError as error:
+    except (config.ConfigError, data.DatasetNotFoundError) as error:
         print(f"emim-bench pretrain: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:

@@ -254,7 +254,10 @@ def register(subparsers) -> None:
         "--report-dir", type=Path, help="where the report goes (default: reports/<sweep name>)"
     )
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    parser.set_defaults(handler=_sweep_command)
+    parser.set_defaults(
+        handler=_sweep_command,
+        accepts_extra=lambda extra: all("=" in x and not x.startswith("-") for x in extra),
+    )
 
 
 def _sweep_command(args) -> int:

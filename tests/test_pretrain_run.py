@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from emim_bench import config, data, pretrain
 from emim_bench.cli import main
@@ -87,9 +88,26 @@ def test_each_method_produces_a_complete_results_json(method, tmp_path, cifar10_
         assert results["train"]["steps"] == 0
     else:
         assert results["train"]["steps"] == 4 and results["train"]["images_per_s"] > 0
+        assert _backbone_moved(run, method), "pretraining left the backbone at its initialisation"
         curve = pretrain.read_curve(run / pretrain.CURVE_FILE)
         assert curve["epoch"].tolist() == [1] and 0 <= curve["knn_acc1"].iloc[0] <= 100
         assert (run / pretrain.LAST_CHECKPOINT).is_file()
+
+
+def _backbone_moved(run: Path, method: str) -> bool:
+    """Compare the checkpoint's backbone with the initialisation the run started from."""
+    import pytorch_lightning as pl
+
+    cfg = config.load([f"method={method}", *tiny_run(method, run.parent.parent)[1:]])
+    pl.seed_everything(cfg.seed)
+    initial = pretrain.build_method(method, **pretrain.method_kwargs(cfg, 10)).encoder.state_dict()
+    state = torch.load(run / pretrain.LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    trained = {
+        k.removeprefix("encoder."): v
+        for k, v in state["state_dict"].items()
+        if k.startswith("encoder.")
+    }
+    return not torch.equal(initial["conv1.weight"], trained["conv1.weight"])
 
 
 def test_run_dir_is_a_pure_function_of_the_config(tmp_path):
@@ -162,6 +180,36 @@ def test_bad_input_exits_2_with_one_line_naming_the_choices(override, message, c
     assert main(["pretrain", override]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("epochs=abc", "epochs must be an integer >= 1, got 'abc'"),
+        ("batch_size=-3", "batch_size must be an integer >= 2, got -3"),
+        ("data.train_size=0", "data.train_size must be an integer >= 1, got 0"),
+        ("method.kwargs.eps=-1", "eps must be >= 0"),
+    ],
+)
+def test_bad_values_exit_2_before_any_run_directory(override, message, tmp_path, capsys):
+    assert main(["pretrain", f"runs_root={tmp_path}", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not tmp_path.joinpath("default").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_gpu_trainer_without_a_gpu_exits_2(tmp_path, capsys, cifar10_npz_path):
+    assert main(["pretrain", f"runs_root={tmp_path}", "trainer=gpu"]) == 2
+    assert "trainer uses a GPU but none is visible; use trainer=cpu" in capsys.readouterr().err
+    assert not tmp_path.joinpath("default").exists()
+
+
+def test_hydra_flags_work_before_and_after_overrides(capsys):
+    assert main(["pretrain", "--cfg", "job"]) == 0
+    assert "method:\n  name: emim" in capsys.readouterr().out
+    assert main(["pretrain", "--cfg", "job", "method=byol"]) == 0
+    assert "name: byol" in capsys.readouterr().out
 
 
 def test_missing_dataset_fails_before_building_a_model(tmp_path, capsys):

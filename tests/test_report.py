@@ -6,7 +6,6 @@ with chosen numbers, so every expectation is computed independently here.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import json
@@ -22,6 +21,7 @@ import yaml
 from scipy import stats
 
 from emim_bench import report
+from emim_bench.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -361,40 +361,29 @@ def test_differing_versions_are_noted(tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emim-bench")
-    report.register(parser.add_subparsers())
-    return parser
-
-
-def test_register_runs_the_report_and_prints_the_headline(sweep, tmp_path, capsys):
+def test_cli_report_runs_and_prints_the_headline(sweep, tmp_path, capsys):
     out = tmp_path / "cli"
-    args = _parser().parse_args(["report", str(sweep), "-o", str(out), "--command", "make x"])
-    assert args.handler(args) == 0
+    assert main(["report", str(sweep), "-o", str(out), "--command", "make x"]) == 0
     printed = capsys.readouterr().out
     assert "EMIM" in printed and "52.00 ± 2.00" in printed
     assert str(out / "report.html") in printed
     assert "make x" in (out / "report.md").read_text()
 
 
-def test_default_command_is_the_report_command(sweep, tmp_path):
-    args = _parser().parse_args(["report", str(sweep), "-o", str(tmp_path / "o")])
-    assert args.handler(args) == 0
+def test_cli_report_default_command_is_the_report_command(sweep, tmp_path):
+    assert main(["report", str(sweep), "-o", str(tmp_path / "o")]) == 0
     assert f"emim-bench report {sweep} -o {tmp_path / 'o'}" in (
         (tmp_path / "o" / "report.md").read_text()
     )
 
 
 def test_missing_or_empty_runs_dir_exits_2_with_one_line(tmp_path, capsys):
-    parser = _parser()
-    args = parser.parse_args(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "o")])
-    assert args.handler(args) == 2
+    assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
     (tmp_path / "empty").mkdir()
-    args = parser.parse_args(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "o")])
-    assert args.handler(args) == 2
+    assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 2
     assert "holds no run directories" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        parser.parse_args(["report", str(tmp_path)])  # -o is required
+        main(["report", str(tmp_path)])  # -o is required
     assert exit_info.value.code == 2

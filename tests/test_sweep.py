@@ -63,6 +63,33 @@ def test_smoke_sweep_runs_four_runs_and_writes_a_report(tmp_path, capsys, cifar1
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
 
+def test_overrides_may_follow_options(tmp_path, capsys):
+    smoke = str(REPO / "sweeps" / "smoke.yaml")
+    assert main(["sweep", smoke, f"runs_root={tmp_path}", "--dry-run"]) == 0
+    before = capsys.readouterr().out
+    assert main(["sweep", smoke, "--dry-run", f"runs_root={tmp_path}", "epochs=2"]) == 0
+    after = capsys.readouterr().out
+    assert "emim-cifar10-resnet18-s1-" in after and before != after  # epochs=2 changed the ids
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", smoke, "--dry-run", "--frobnicate"])
+    assert exit_info.value.code == 2
+
+
+def test_joblib_launcher_runs_the_jobs_in_parallel_processes(tmp_path, capsys, cifar10_npz_path):
+    spec = write_sweep(
+        tmp_path / "parallel.yaml",
+        name="parallel",
+        grid={"method": ["simclr"], "seed": [0, 1]},
+        launcher="joblib",
+        launcher_options={"n_jobs": 2},
+    )
+    code = main(["sweep", str(spec), f"runs_root={tmp_path / 'runs'}", "--no-report"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "sweep parallel: 2 runs: 2 done" in captured.out
+    assert "Joblib.Parallel(n_jobs=2" in captured.out + captured.err
+
+
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     assert (
         main(
@@ -84,19 +111,19 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, cifar1
     spec = write_sweep(
         tmp_path / "failing.yaml",
         name="failing",
-        grid={"method": ["emim"], "method.kwargs.eps": [0.01, -1.0]},
+        grid={"method": ["emim"], "optim.optimizer": ["sgd", "rmsprop"]},
     )
     code = main(["sweep", str(spec), f"runs_root={tmp_path / 'runs'}", "--no-report"])
 
     assert code == 1
     out = capsys.readouterr().out
     assert "sweep failing: 2 runs: 1 done, 1 failed, 0 partial, 0 to do" in out
-    assert "eps must be >= 0" in out
+    assert "rmsprop not in (sgd, adam, adamw)" in out  # solo-learn's own error, at fit time
     states = {
-        r.choices["method.kwargs.eps"]: r.state
+        r.choices["optim.optimizer"]: r.state
         for r in sweep.plan(sweep.load_sweep(spec), [f"runs_root={tmp_path / 'runs'}"])
     }
-    assert states == {0.01: "done", -1.0: "failed"}
+    assert states == {"sgd": "done", "rmsprop": "failed"}
 
 
 def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_npz_path):
@@ -141,6 +168,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_np
         ("name: x\ngrid: {method: [emim]}\nlauncher: slurmm\n", "unknown launcher 'slurmm'"),
         ("name: x\ngrid: {method: emim}\n", "grid must map config keys to non-empty lists"),
         ("name: x\ngrid: {epochz: [1]}\n", "unknown config key 'epochz'"),
+        ("name: x\ngrid: {method: [emim], method.kwargs.eps: [-1.0]}\n", "eps must be >= 0"),
         ("name: x\ngrid: {method: [emim]}\nlaunchr: basic\n", "unknown keys ['launchr']"),
     ],
 )
