@@ -49,6 +49,7 @@ from solo.losses.vicreg import vicreg_loss_func
 from tqdm import tqdm
 
 import emim_bench
+from emim_bench import config, pretrain
 from emim_bench.losses import emim_loss_func
 from emim_bench.pretrain import build_method
 
@@ -353,70 +354,26 @@ def run_loss_grid(
 
 # ----------------------------------------------------------------------------- training step
 
-# Projector (and predictor) widths per method. EMIM's equal Barlow Twins' so the
-# training-step comparison isolates the loss.
-PROJECTORS: dict[str, dict[str, Any]] = {
-    "emim": dict(proj_hidden_dim=2048, proj_output_dim=2048, eps=EMIM_EPS, standardize=True),
-    "barlow_twins": dict(proj_hidden_dim=2048, proj_output_dim=2048, lamb=0.0051, scale_loss=0.1),
-    "vicreg": dict(
-        proj_hidden_dim=2048,
-        proj_output_dim=2048,
-        sim_loss_weight=25.0,
-        var_loss_weight=25.0,
-        cov_loss_weight=1.0,
-    ),
-    "simclr": dict(proj_hidden_dim=2048, proj_output_dim=256, temperature=0.2),
-    "byol": dict(
-        proj_hidden_dim=4096,
-        proj_output_dim=256,
-        pred_hidden_dim=4096,
-        base_tau_momentum=0.99,
-        final_tau_momentum=1.0,
-        momentum_classifier=False,
-    ),
-}
-# LARS learning rate and weight decay of solo-learn's CIFAR recipes; EMIM takes Barlow Twins'.
-OPTIMIZERS = {
-    "emim": (0.3, 1e-4),
-    "barlow_twins": (0.3, 1e-4),
-    "vicreg": (0.3, 1e-4),
-    "simclr": (0.4, 1e-4),
-    "byol": (1.0, 1e-5),
-}
-
 
 def step_method_kwargs(name: str, batch_size: int, cifar_stem: bool = False) -> dict[str, Any]:
-    """solo-learn constructor kwargs of ``name``: ResNet-18, the recipe projector, LARS-SGD.
+    """solo-learn constructor kwargs of ``name`` from its config (``method_configs/method/``).
+
+    The recipe's projector (EMIM gets Barlow Twins' 2048-2048-2048, so the
+    training-step comparison isolates the loss), LARS-SGD learning rate and
+    weight decay, on ResNet-18; no learning-rate schedule.
 
     Args:
         cifar_stem: ResNet-18 with the CIFAR stem (3x3 conv, no max-pool) instead
             of the ImageNet stem (7x7 stride-2 conv + max-pool).
     """
-    lr, weight_decay = OPTIMIZERS[name]
-    return dict(
-        encoder="resnet18",
-        num_classes=10,
-        backbone_args={"cifar": cifar_stem, "zero_init_residual": False},
-        max_epochs=1,
-        batch_size=batch_size,
-        optimizer="sgd",
-        lars=True,
-        eta_lars=0.02,
-        grad_clip_lars=True,
-        exclude_bias_n_norm=True,
-        lr=lr,
-        weight_decay=weight_decay,
-        classifier_lr=0.1,
-        accumulate_grad_batches=1,
-        extra_optimizer_args={"momentum": 0.9},
-        scheduler="none",
-        min_lr=0.0,
-        warmup_start_lr=0.0,
-        warmup_epochs=0,
-        num_large_crops=2,
-        num_small_crops=0,
-        **PROJECTORS[name],
-    )
+    overrides = [f"method={name}", f"batch_size={batch_size}", "optim.scheduler=none"]
+    if name == "emim":  # Barlow Twins' projector widths, so the step comparison isolates the loss
+        barlow = config.load(["method=barlow_twins"]).method.kwargs
+        overrides += [
+            f"method.kwargs.{k}={barlow[k]}" for k in ("proj_hidden_dim", "proj_output_dim")
+        ]
+    cfg = config.load([*overrides, f"backbone.cifar={str(cifar_stem).lower()}"])
+    return pretrain.method_kwargs(cfg, num_classes=10)
 
 
 def two_view_batch(batch_size: int, image_size: int, device: torch.device | str, seed: int = 0):
@@ -884,7 +841,7 @@ def _busy_warning(result: dict[str, Any]) -> list[str]:
 
 
 def _projector_label(name: str) -> str:
-    p = PROJECTORS[name]
+    p = step_method_kwargs(name, batch_size=2)
     label = f"{p['proj_hidden_dim']} -> {p['proj_output_dim']}"
     return label + (f", predictor {p['pred_hidden_dim']}" if "pred_hidden_dim" in p else "")
 
@@ -945,8 +902,14 @@ def make_result(
                 k: list(v) for k, v in (QUICK_GRID if options.quick else FULL_GRID).items()
             },
             "loss_policy": asdict(QUICK_LOSS_POLICY if options.quick else FULL_LOSS_POLICY),
-            "projectors": PROJECTORS,
-            "optimizers_lr_wd": OPTIMIZERS,
+            "method_kwargs": {
+                name: {
+                    k: v
+                    for k, v in step_method_kwargs(name, options.batch_size).items()
+                    if k.startswith(("proj_", "pred_", "lr", "weight_decay"))
+                }
+                for name in STEP_METHODS
+            },
         },
         "loss": loss_rows,
         "step": step_rows,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import emim_bench  # noqa: F401  (applies the solo-learn compatibility layer)
+from emim_bench import config, pretrain
 from emim_bench.data import ArrayImageDataset, balanced_subset, load_cifar10_npz, pretrain_transform
 
 SHARED_DATA = Path(os.environ.get("EMIM_BENCH_DATA", Path(__file__).parents[2] / "shared" / "data"))
@@ -45,48 +46,22 @@ def tiny_kwargs():
 
 
 def tiny_method_kwargs(method: str, **overrides) -> dict:
-    """solo-learn kwargs for a fast CPU model: ResNet-18, ImageNet stem, small projector."""
-    base = dict(
-        encoder="resnet18",
-        num_classes=10,
-        backbone_args={"cifar": False, "zero_init_residual": False},
-        max_epochs=1,
-        batch_size=16,
-        optimizer="sgd",
-        lars=True,
-        eta_lars=0.02,
-        grad_clip_lars=True,
-        exclude_bias_n_norm=True,
-        lr=0.3,
-        weight_decay=1e-5,
-        classifier_lr=0.1,
-        accumulate_grad_batches=1,
-        extra_optimizer_args={"momentum": 0.9},
-        scheduler="none",
-        min_lr=0.0,
-        warmup_start_lr=0.0,
-        warmup_epochs=0,
-        num_large_crops=2,
-        num_small_crops=0,
+    """solo-learn kwargs of ``method`` from its config, shrunk for a fast CPU model.
+
+    ResNet-18 with the ImageNet stem, a 64-64-32 projector (and predictor),
+    batch 16, no learning-rate schedule; ``overrides`` replace any kwarg.
+    """
+    small = ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"]
+    if method == "byol":
+        small.append("method.kwargs.pred_hidden_dim=64")
+    cfg = config.load(
+        [
+            f"method={method}",
+            "batch_size=16",
+            "backbone.cifar=false",
+            "optim.scheduler=none",
+            "epochs=1",
+            *small,
+        ]
     )
-    specific = {
-        "simclr": dict(proj_hidden_dim=64, proj_output_dim=32, temperature=0.2),
-        "byol": dict(
-            proj_hidden_dim=64,
-            proj_output_dim=32,
-            pred_hidden_dim=64,
-            base_tau_momentum=0.99,
-            final_tau_momentum=1.0,
-            momentum_classifier=False,
-        ),
-        "barlow_twins": dict(proj_hidden_dim=64, proj_output_dim=32, lamb=0.0051, scale_loss=0.1),
-        "vicreg": dict(
-            proj_hidden_dim=64,
-            proj_output_dim=32,
-            sim_loss_weight=25.0,
-            var_loss_weight=25.0,
-            cov_loss_weight=1.0,
-        ),
-        "emim": dict(proj_hidden_dim=64, proj_output_dim=32, eps=1e-2, standardize=True),
-    }[method]
-    return {**base, **specific, **overrides}
+    return {**pretrain.method_kwargs(cfg, num_classes=10), **overrides}
