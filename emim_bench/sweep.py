@@ -28,12 +28,7 @@ from omegaconf import DictConfig
 
 from emim_bench import config, data, pretrain
 
-LAUNCHERS = {
-    "basic": "basic",
-    "joblib": "joblib",
-    "submitit_slurm": "submitit_slurm",
-    "submitit_local": "submitit_local",
-}
+LAUNCHERS = ("basic", "joblib", "submitit_slurm", "submitit_local")  # Hydra launcher plugins
 STATES = ("done", "failed", "partial", "to do")
 
 
@@ -192,7 +187,7 @@ def launch(sweep: Sweep, runs: list[PlannedRun], launcher: str | None = None) ->
     jobs = ",".join(_quote(" ".join(r.overrides)) for r in runs)
     argv = [
         "--multirun",
-        f"hydra/launcher={LAUNCHERS[launcher]}",
+        f"hydra/launcher={launcher}",
         *options,
         f"+job={jobs}",
         f"hydra.sweep.dir={runs[0].run_dir.parent}/.hydra",
