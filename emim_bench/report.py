@@ -1083,24 +1083,51 @@ def _floor_sentence(done: pd.DataFrame, rows: pd.DataFrame, setting: str) -> str
             "No random-init run (`method=random`) finished in this setting: there is no floor "
             "to compare the kNN accuracies with."
         )
-    trained = rows[rows["method"] != "random"]
-    below = [
-        f"{_name(r.method)} ({r.knn_acc1_k20_mean:.2f}%)"
-        for r in trained.itertuples()
-        if _present(r.knn_acc1_k20_mean) and r.knn_acc1_k20_mean <= floor
-    ]
-    if below:
-        return (
-            f"**Not above the random-init floor** (kNN acc@1 {floor:.2f}% for an untrained "
-            f"backbone): {', '.join(below)}. In this setting, that pretraining has not improved "
-            "on random features."
-        )
-    if trained.empty:
+    trained = [m for m in rows["method"] if m != "random"]
+    if not trained:
         return f"The random-init floor is {floor:.2f}% kNN acc@1; no trained method finished."
-    return (
-        f"Every method's mean kNN acc@1 is above the random-init floor ({floor:.2f}% for an "
-        "untrained backbone)."
-    )
+    verdicts = {"clearly above": [], "above, but not clearly": [], "not above": []}
+    for method in trained:
+        verdict, text = _floor_verdict(done[done["setting"] == setting], method)
+        if verdict:
+            verdicts[verdict].append(f"{_name(method)} ({text})")
+    parts = [
+        f"kNN acc@1 against the random-init floor ({floor:.2f}% for an untrained backbone), "
+        "paired by seed, in percentage points with the 95% t-interval of the mean difference; "
+        "*clearly above* means the interval lies above 0."
+    ]
+    if verdicts["not above"]:
+        parts.append(
+            f"**Not above the random-init floor:** {'; '.join(verdicts['not above'])}. "
+            "In this setting, that pretraining has not improved on random features."
+        )
+    if verdicts["above, but not clearly"]:
+        parts.append(
+            "Above the floor, but not clearly (one seed, or an interval that reaches 0): "
+            f"{'; '.join(verdicts['above, but not clearly'])}."
+        )
+    if verdicts["clearly above"]:
+        parts.append(f"Clearly above the floor: {'; '.join(verdicts['clearly above'])}.")
+    if not verdicts["not above"] and not verdicts["above, but not clearly"]:
+        parts.append("Every method's mean kNN acc@1 is clearly above the random-init floor.")
+    return " ".join(parts)
+
+
+def _floor_verdict(done: pd.DataFrame, method: str) -> tuple[str | None, str]:
+    """Classify ``method`` against the random floor from its seed-paired kNN differences."""
+    diff = paired_differences(done, "knn_acc1_k20", reference=method)
+    diff = diff[diff["baseline"] == "random"]
+    if diff.empty or diff.iloc[0]["n_pairs"] == 0:
+        return None, ""
+    r = diff.iloc[0]
+    text = f"{r.mean_diff:+.2f} pp, n = {int(r.n_pairs)}"
+    if _present(r.ci_low) and not pd.isna(r.ci_low):
+        text += f", 95% CI {r.ci_low:+.2f} to {r.ci_high:+.2f}"
+    if r.mean_diff <= 0:
+        return "not above", text
+    if _present(r.ci_low) and not pd.isna(r.ci_low) and r.ci_low > 0:
+        return "clearly above", text
+    return "above, but not clearly", text
 
 
 def _paired_section(doc: _Doc, df: pd.DataFrame, multi: bool):

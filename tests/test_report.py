@@ -301,21 +301,54 @@ def test_failed_partial_and_missing_runs_are_listed(sweep, tmp_path):
     assert "**missing**" in problems and planned in problems
 
 
+def _floor_paragraph(md: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith("kNN acc@1 against the"))
+
+
 def test_random_floor_shown_and_method_below_it_named(sweep, tmp_path):
     report.write_report(sweep, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| random init | 1 | 25.00 |" in md
-    floor = next(line for line in md.splitlines() if "random-init floor" in line)
-    assert "Not above the random-init floor" in floor and "BYOL (20.00%)" in floor
-    assert "EMIM" not in floor and "SimCLR" not in floor
+    floor = _floor_paragraph(md)
+    assert "25.00% for an untrained backbone" in floor
+    not_above, rest = floor.split("**Not above the random-init floor:**")[1].split("Above the")
+    assert "BYOL (-5.00 pp, n = 1)" in not_above and "EMIM" not in not_above
+    # the floor has seed 0 only: one pair each, so above but not clearly
+    assert "EMIM (+25.00 pp, n = 1)" in rest and "SimCLR (+23.00 pp, n = 1)" in rest
+    assert "Clearly above" not in floor
+
+
+def test_floor_verdicts_use_the_seed_paired_t_interval(tmp_path):
+    runs = tmp_path / "runs"
+    floor = {0: 30.0, 1: 31.0, 2: 32.0}
+    clear = {0: 35.0, 1: 36.5, 2: 36.0}  # differences 5, 5.5, 4
+    unclear = {0: 40.0, 1: 30.0, 2: 31.0}  # differences 10, -1, -1
+    for seed in range(3):
+        make_run(runs, "random", seed, floor[seed])
+        make_run(runs, "emim", seed, clear[seed])
+        make_run(runs, "simclr", seed, unclear[seed])
+    report.write_report(runs, tmp_path / "out")
+    text = _floor_paragraph((tmp_path / "out" / "report.md").read_text())
+    low, high = _t_ci([5.0, 5.5, 4.0])
+    assert f"Clearly above the floor: EMIM (+4.83 pp, n = 3, 95% CI {low:+.2f} to {high:+.2f})" in (
+        text
+    )
+    low, high = _t_ci([10.0, -1.0, -1.0])
+    assert low < 0
+    assert (
+        f"SimCLR (+2.67 pp, n = 3, 95% CI {low:+.2f} to {high:+.2f})"
+        in text.split("not clearly")[1].split("Clearly above")[0]
+    )
+    assert "Not above" not in text
 
 
 def test_all_above_floor_is_said(tmp_path):
     runs = tmp_path / "runs"
-    make_run(runs, "emim", 0, 40.0)
-    make_run(runs, "random", 0, 25.0)
+    for seed, (knn, base) in enumerate(((40.0, 25.0), (42.0, 26.0), (41.0, 24.0))):
+        make_run(runs, "emim", seed, knn)
+        make_run(runs, "random", seed, base)
     report.write_report(runs, tmp_path / "out")
-    assert "Every method's mean kNN acc@1 is above the random-init floor" in (
+    assert "Every method's mean kNN acc@1 is clearly above the random-init floor" in (
         (tmp_path / "out" / "report.md").read_text()
     )
 
