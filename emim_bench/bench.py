@@ -358,19 +358,20 @@ def run_loss_grid(
 def step_method_kwargs(name: str, batch_size: int, cifar_stem: bool = False) -> dict[str, Any]:
     """solo-learn constructor kwargs of ``name`` from its config (``method_configs/method/``).
 
-    The recipe's projector (EMIM gets Barlow Twins' 2048-2048-2048, so the
-    training-step comparison isolates the loss), LARS-SGD learning rate and
-    weight decay, on ResNet-18; no learning-rate schedule.
+    The recipe's projector (EMIM and Barlow Twins both get Barlow Twins' recipe
+    2048-2048-2048, so the training-step comparison isolates the loss), on ResNet-18
+    with ``budget=cpu``'s optimiser (Adam, the recipe lr scaled to the batch) and no
+    learning-rate schedule.
 
     Args:
         cifar_stem: ResNet-18 with the CIFAR stem (3x3 conv, no max-pool) instead
             of the ImageNet stem (7x7 stride-2 conv + max-pool).
     """
     overrides = [f"method={name}", f"batch_size={batch_size}", "optim.scheduler=none"]
-    if name == "emim":  # Barlow Twins' projector widths, so the step comparison isolates the loss
-        barlow = config.load(["method=barlow_twins"]).method.kwargs
+    if name in ("emim", "barlow_twins"):  # budget=cpu narrows Barlow Twins' projector: undo it
+        recipe = config.load(["method=barlow_twins", "budget=cifar_paper"]).method.kwargs
         overrides += [
-            f"method.kwargs.{k}={barlow[k]}" for k in ("proj_hidden_dim", "proj_output_dim")
+            f"method.kwargs.{k}={recipe[k]}" for k in ("proj_hidden_dim", "proj_output_dim")
         ]
     cfg = config.load([*overrides, f"backbone.cifar={str(cifar_stem).lower()}"])
     return pretrain.method_kwargs(cfg, num_classes=10)

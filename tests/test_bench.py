@@ -284,3 +284,10 @@ def test_cli_bench_rejects_bad_input_with_exit_code_2_and_one_error_line(argv, c
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1
+
+
+def test_step_comparison_gives_emim_and_barlow_twins_the_recipe_projector():
+    emim, barlow = (bench.step_method_kwargs(m, batch_size=64) for m in ("emim", "barlow_twins"))
+    for kwargs in (emim, barlow):
+        assert (kwargs["proj_hidden_dim"], kwargs["proj_output_dim"]) == (2048, 2048)
+    assert emim["optimizer"] == barlow["optimizer"] and emim["lr"] == barlow["lr"]

@@ -120,6 +120,16 @@ def test_run_dir_is_a_pure_function_of_the_config(tmp_path):
     assert len({pretrain.run_id(x) for x in (a, c, d)}) == 3
 
 
+def test_cpu_budget_narrows_only_barlow_twins_projector_and_overrides_still_win():
+    def out_dim(*overrides):
+        return config.load(list(overrides)).method.kwargs.proj_output_dim
+
+    assert out_dim("method=barlow_twins") == 128  # budget_method/cpu_barlow_twins.yaml
+    assert out_dim("method=barlow_twins", "budget=cifar_paper") == 2048  # the recipe
+    assert out_dim("method=vicreg") == 2048
+    assert out_dim("method=barlow_twins", "method.kwargs.proj_output_dim=512") == 512
+
+
 def test_finished_run_is_not_repeated_unless_forced(tmp_path, capsys, cifar10_npz_path):
     overrides = tiny_run("random", tmp_path)
     assert main(["pretrain", *overrides]) == 0
