@@ -1392,6 +1392,7 @@ def write_report(
     out_dir: str | Path,
     command: str | None = None,
     expected: Sequence[str] | None = None,
+    notes: str = "",
 ) -> Path:
     """Write the report of the sweep in ``runs_dir`` into ``out_dir``.
 
@@ -1405,6 +1406,8 @@ def write_report(
         command: the command that reproduces the sweep, shown verbatim (default:
             ``emim-bench report RUNS_DIR -o OUT``).
         expected: run ids of the sweep plan; those never started are listed as missing.
+        notes: markdown from the sweep file's ``notes`` key, shown under "Sweep notes"
+            (paragraphs separated by blank lines); nothing when empty.
 
     Returns:
         The path of ``report.html``.
@@ -1413,10 +1416,10 @@ def write_report(
         ReportError: ``runs_dir`` does not exist, or it holds no run directory and no
             run is expected.
     """
-    return _write(runs_dir, out_dir, command, expected)[0]
+    return _write(runs_dir, out_dir, command, expected, notes)[0]
 
 
-def _write(runs_dir, out_dir, command, expected) -> tuple[Path, pd.DataFrame]:
+def _write(runs_dir, out_dir, command, expected, notes="") -> tuple[Path, pd.DataFrame]:
     """:func:`write_report`, also returning the :func:`method_summary` it rendered."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     df = collect_runs(runs_dir, expected)
@@ -1461,6 +1464,10 @@ def _write(runs_dir, out_dir, command, expected) -> tuple[Path, pd.DataFrame]:
                 "for n = 1), dots are single seeds, dashed lines the random-init floor.",
             )
         _paired_section(doc, df, multi)
+        if notes.strip():
+            doc.h(2, "Sweep notes")
+            for paragraph in notes.strip().split("\n\n"):
+                doc.p(" ".join(paragraph.split()))
 
         doc.h(2, "Learning curves")
         by_epoch = _curve_figure(curves, _done(df), "epoch", figures_dir / "knn_vs_epoch.png")

@@ -9,6 +9,8 @@ A sweep file (``sweeps/NAME.yaml``)::
       seed: [0, 1]
     launcher: basic        # basic (sequential) | joblib (local parallel) | submitit_slurm
     launcher_options: {}   # {n_jobs: 2} or {partition: gpu, gpus_per_node: 1, timeout_min: 600}
+    notes: |               # optional markdown, printed in the report under "Sweep notes"
+      Why a method sits where it does, what was measured before choosing a setting.
 
 Every run is an ordinary ``emim-bench pretrain`` run, so its directory and its
 state (done, failed, partial, to do) follow from its config alone: running a
@@ -45,6 +47,7 @@ class Sweep:
     grid: dict[str, list]
     launcher: str = "basic"
     launcher_options: dict = field(default_factory=dict)
+    notes: str = ""
     path: Path | None = None
 
 
@@ -76,7 +79,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: malformed YAML: {' '.join(str(error).split())}") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: expected a mapping with keys name, overrides, grid, launcher")
-    unknown = set(raw) - {"name", "overrides", "grid", "launcher", "launcher_options"}
+    unknown = set(raw) - {"name", "overrides", "grid", "launcher", "launcher_options", "notes"}
     if unknown:
         raise SweepError(f"{path}: unknown keys {sorted(unknown)}")
     name = raw.get("name") or path.stem
@@ -86,6 +89,9 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: grid must map config keys to non-empty lists of values")
     if not isinstance(overrides, list):
         raise SweepError(f"{path}: overrides must be a list of KEY=VALUE strings")
+    notes = raw.get("notes") or ""
+    if not isinstance(notes, str):
+        raise SweepError(f"{path}: notes must be a (markdown) string, e.g. notes: |")
     launcher = raw.get("launcher", "basic")
     if launcher not in LAUNCHERS:
         raise SweepError(f"{path}: unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")
@@ -95,6 +101,7 @@ def load_sweep(path: str | Path) -> Sweep:
         grid={str(k): list(v) for k, v in grid.items()},
         launcher=launcher,
         launcher_options=dict(raw.get("launcher_options") or {}),
+        notes=notes.strip(),
         path=path,
     )
     try:
@@ -287,7 +294,9 @@ def _write_report(sweep: Sweep, runs: list[PlannedRun], args) -> None:
     command = " ".join(["emim-bench sweep", str(args.file), *args.overrides])
     runs_dir, expected = runs[0].run_dir.parent, [r.run_id for r in runs]
     try:
-        html = report.write_report(runs_dir, out, command=command, expected=expected)
+        html = report.write_report(
+            runs_dir, out, command=command, expected=expected, notes=sweep.notes
+        )
     except report.ReportError as error:
         print(f"emim-bench sweep: no report: {error}", file=sys.stderr)
         return

@@ -353,6 +353,16 @@ def test_all_above_floor_is_said(tmp_path):
     )
 
 
+def test_sweep_notes_become_a_notes_section_one_paragraph_each(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "emim", 0, 40.0)
+    report.write_report(runs, tmp_path / "out", notes="BYOL sits at the floor\nbecause.\n\nSecond.")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Sweep notes\n\nBYOL sits at the floor because.\n\nSecond.\n" in md
+    report.write_report(runs, tmp_path / "plain")
+    assert "## Sweep notes" not in (tmp_path / "plain" / "report.md").read_text()
+
+
 def test_published_number_beside_ours_for_the_cifar_recipe(tmp_path):
     runs = tmp_path / "runs"
     for method in ("emim", "simclr"):

@@ -170,6 +170,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_np
         ("name: x\ngrid: {epochz: [1]}\n", "unknown config key 'epochz'"),
         ("name: x\ngrid: {method: [emim], method.kwargs.eps: [-1.0]}\n", "eps must be >= 0"),
         ("name: x\ngrid: {method: [emim]}\nlaunchr: basic\n", "unknown keys ['launchr']"),
+        ("name: x\ngrid: {method: [emim]}\nnotes: [a]\n", "notes must be a (markdown) string"),
     ],
 )
 def test_bad_sweep_files_exit_2_naming_the_problem(content, message, tmp_path, capsys):
@@ -178,6 +179,16 @@ def test_bad_sweep_files_exit_2_naming_the_problem(content, message, tmp_path, c
     assert main(["sweep", str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err and str(path) in err
+
+
+def test_sweep_notes_are_read_as_markdown_text(tmp_path):
+    path = tmp_path / "noted.yaml"
+    path.write_text(
+        "name: x\ngrid: {method: [emim]}\nnotes: |\n  First line\n  goes on.\n\n  Second.\n"
+    )
+    assert sweep.load_sweep(path).notes == "First line\ngoes on.\n\nSecond."
+    path.write_text("name: x\ngrid: {method: [emim]}\n")
+    assert sweep.load_sweep(path).notes == ""
 
 
 def test_missing_sweep_file_exits_2(tmp_path, capsys):
