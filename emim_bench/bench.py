@@ -9,8 +9,8 @@ Two measurements, on one device (cuda when available, else cpu):
    their CIFAR-recipe hyperparameters. Reported as the median seconds per call
    after warm-up, over adaptive repeats.
 2. **Training step** -- one full step of each solo-learn method (ResNet-18
-   backbone, two views, the method's own projector, ``training_step`` +
-   backward + LARS step, and BYOL's EMA update), built by
+   backbone, two views, the recipe's projector, ``training_step`` +
+   backward + optimiser step (``budget=cpu``'s Adam), and BYOL's EMA update), built by
    :func:`emim_bench.pretrain.build_method` and run outside a Trainer.
    Reported as source images per second: a step on a batch of B images (2B
    views) counts B images. EMIM and Barlow Twins share the backbone and the
@@ -360,8 +360,8 @@ def step_method_kwargs(name: str, batch_size: int, cifar_stem: bool = False) -> 
 
     The recipe's projector (EMIM and Barlow Twins both get Barlow Twins' recipe
     2048-2048-2048, so the training-step comparison isolates the loss), on ResNet-18
-    with ``budget=cpu``'s optimiser (Adam, the recipe lr scaled to the batch) and no
-    learning-rate schedule.
+    with ``budget=cpu``'s optimiser (Adam at its lr, 4e-3 scaled by batch / 256) and
+    no learning-rate schedule.
 
     Args:
         cifar_stem: ResNet-18 with the CIFAR stem (3x3 conv, no max-pool) instead

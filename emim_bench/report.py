@@ -1086,15 +1086,14 @@ def _floor_sentence(done: pd.DataFrame, rows: pd.DataFrame, setting: str) -> str
     trained = [m for m in rows["method"] if m != "random"]
     if not trained:
         return f"The random-init floor is {floor:.2f}% kNN acc@1; no trained method finished."
-    verdicts = {"clearly above": [], "above, but not clearly": [], "not above": []}
+    verdicts = {"clearly above": [], "above, but not clearly": [], "not above": [], None: []}
     for method in trained:
         verdict, text = _floor_verdict(done[done["setting"] == setting], method)
-        if verdict:
-            verdicts[verdict].append(f"{_name(method)} ({text})")
+        verdicts[verdict].append(f"{_name(method)} ({text})" if verdict else _name(method))
     parts = [
         f"kNN acc@1 against the random-init floor ({floor:.2f}% for an untrained backbone), "
         "paired by seed, in percentage points with the 95% t-interval of the mean difference; "
-        "*clearly above* means the interval lies above 0."
+        "**clearly above** means the interval lies above 0."
     ]
     if verdicts["not above"]:
         parts.append(
@@ -1103,12 +1102,17 @@ def _floor_sentence(done: pd.DataFrame, rows: pd.DataFrame, setting: str) -> str
         )
     if verdicts["above, but not clearly"]:
         parts.append(
-            "Above the floor, but not clearly (one seed, or an interval that reaches 0): "
+            "Above the floor, but not clearly (one seed, or an interval that is not above 0): "
             f"{'; '.join(verdicts['above, but not clearly'])}."
+        )
+    if verdicts[None]:
+        parts.append(
+            f"Not compared (no seed with both a kNN result and a floor run): "
+            f"{', '.join(verdicts[None])}."
         )
     if verdicts["clearly above"]:
         parts.append(f"Clearly above the floor: {'; '.join(verdicts['clearly above'])}.")
-    if not verdicts["not above"] and not verdicts["above, but not clearly"]:
+    if len(verdicts["clearly above"]) == len(trained):
         parts.append("Every method's mean kNN acc@1 is clearly above the random-init floor.")
     return " ".join(parts)
 
@@ -1125,7 +1129,7 @@ def _floor_verdict(done: pd.DataFrame, method: str) -> tuple[str | None, str]:
         text += f", 95% CI {r.ci_low:+.2f} to {r.ci_high:+.2f}"
     if r.mean_diff <= 0:
         return "not above", text
-    if _present(r.ci_low) and not pd.isna(r.ci_low) and r.ci_low > 0:
+    if _present(r.ci_low) and not pd.isna(r.ci_low) and r.ci_low > 0 and r.sd_diff > 0:
         return "clearly above", text
     return "above, but not clearly", text
 
@@ -1406,8 +1410,9 @@ def write_report(
         command: the command that reproduces the sweep, shown verbatim (default:
             ``emim-bench report RUNS_DIR -o OUT``).
         expected: run ids of the sweep plan; those never started are listed as missing.
-        notes: markdown from the sweep file's ``notes`` key, shown under "Sweep notes"
-            (paragraphs separated by blank lines); nothing when empty.
+        notes: the sweep file's ``notes`` key, shown under "Sweep notes": plain
+            paragraphs separated by blank lines (line breaks inside one are joined;
+            `code` and **bold** are rendered); nothing when empty.
 
     Returns:
         The path of ``report.html``.
@@ -1534,6 +1539,12 @@ def register(subparsers) -> None:
         help="text file of the sweep plan's run ids, one a line: those without a directory "
         "are listed as missing",
     )
+    parser.add_argument(
+        "--sweep",
+        default=None,
+        metavar="FILE",
+        help="the sweep file, for its notes (shown under 'Sweep notes')",
+    )
     parser.set_defaults(handler=_report_command)
 
 
@@ -1547,7 +1558,8 @@ def _report_command(args: argparse.Namespace) -> int:
             except OSError as error:
                 raise ReportError(f"cannot read --expected {args.expected}: {error}") from None
             expected = [s.strip() for s in lines if s.strip() and not s.startswith("#")]
-        html_path, summary = _write(runs_dir, args.out, args.command, expected)
+        notes = _sweep_notes(args.sweep) if args.sweep else ""
+        html_path, summary = _write(runs_dir, args.out, args.command, expected, notes)
     except ReportError as error:
         print(f"emim-bench report: error: {error}", file=sys.stderr)
         return 2
@@ -1555,3 +1567,12 @@ def _report_command(args: argparse.Namespace) -> int:
         print(headline_table(summary))
     print(f"\nwrote {html_path} (and report.md, results.csv, figures/)")
     return 0
+
+
+def _sweep_notes(path: str) -> str:
+    from emim_bench import sweep  # sweep imports this module at run time, not at import
+
+    try:
+        return sweep.load_sweep(path).notes
+    except sweep.SweepError as error:
+        raise ReportError(str(error)) from None

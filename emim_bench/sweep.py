@@ -9,7 +9,7 @@ A sweep file (``sweeps/NAME.yaml``)::
       seed: [0, 1]
     launcher: basic        # basic (sequential) | joblib (local parallel) | submitit_slurm
     launcher_options: {}   # {n_jobs: 2} or {partition: gpu, gpus_per_node: 1, timeout_min: 600}
-    notes: |               # optional markdown, printed in the report under "Sweep notes"
+    notes: |               # optional paragraphs, printed in the report under "Sweep notes"
       Why a method sits where it does, what was measured before choosing a setting.
 
 Every run is an ordinary ``emim-bench pretrain`` run, so its directory and its

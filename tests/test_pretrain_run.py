@@ -127,6 +127,7 @@ def test_cpu_budget_narrows_only_barlow_twins_projector_and_overrides_still_win(
     assert out_dim("method=barlow_twins") == 128  # budget_method/cpu_barlow_twins.yaml
     assert out_dim("method=barlow_twins", "budget=cifar_paper") == 2048  # the recipe
     assert out_dim("method=vicreg") == 2048
+    assert out_dim("method=emim") == 128  # EMIM's own config: the same 2048-2048-128 head
     assert out_dim("method=barlow_twins", "method.kwargs.proj_output_dim=512") == 512
 
 

@@ -342,6 +342,32 @@ def test_floor_verdicts_use_the_seed_paired_t_interval(tmp_path):
     assert "Not above" not in text
 
 
+def test_floor_verdict_names_methods_it_cannot_compare_and_doubts_identical_differences(
+    tmp_path,
+):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        make_run(runs, "random", seed, 30.0 + seed)
+        make_run(runs, "simclr", seed, 35.0 + seed)  # +5 on both seeds: sd 0, no interval
+    for seed in (3, 4):
+        make_run(runs, "emim", seed, 60.0)  # no seed shared with the floor
+    report.write_report(runs, tmp_path / "out")
+    text = _floor_paragraph((tmp_path / "out" / "report.md").read_text())
+    assert "Not compared (no seed with both a kNN result and a floor run): EMIM." in text
+    assert "not clearly" in text and "SimCLR (+5.00 pp, n = 2" in text
+    assert "Clearly above the floor" not in text and "Every method" not in text
+
+
+def test_report_command_takes_the_notes_from_the_sweep_file(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "emim", 0, 40.0)
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: s\ngrid: {method: [emim]}\nnotes: |\n  Why EMIM.\n")
+    assert main(["report", str(runs), "-o", str(tmp_path / "out"), "--sweep", str(sweep_file)]) == 0
+    assert "## Sweep notes\n\nWhy EMIM.\n" in (tmp_path / "out" / "report.md").read_text()
+    assert main(["report", str(runs), "-o", str(tmp_path / "o2"), "--sweep", "nope.yaml"]) == 2
+
+
 def test_all_above_floor_is_said(tmp_path):
     runs = tmp_path / "runs"
     for seed, (knn, base) in enumerate(((40.0, 25.0), (42.0, 26.0), (41.0, 24.0))):
