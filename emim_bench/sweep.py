@@ -91,7 +91,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: overrides must be a list of KEY=VALUE strings")
     notes = raw.get("notes") or ""
     if not isinstance(notes, str):
-        raise SweepError(f"{path}: notes must be a (markdown) string, e.g. notes: |")
+        raise SweepError(f"{path}: notes must be text (paragraphs), e.g. notes: |")
     launcher = raw.get("launcher", "basic")
     if launcher not in LAUNCHERS:
         raise SweepError(f"{path}: unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")

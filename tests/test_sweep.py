@@ -170,7 +170,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_np
         ("name: x\ngrid: {epochz: [1]}\n", "unknown config key 'epochz'"),
         ("name: x\ngrid: {method: [emim], method.kwargs.eps: [-1.0]}\n", "eps must be >= 0"),
         ("name: x\ngrid: {method: [emim]}\nlaunchr: basic\n", "unknown keys ['launchr']"),
-        ("name: x\ngrid: {method: [emim]}\nnotes: [a]\n", "notes must be a (markdown) string"),
+        ("name: x\ngrid: {method: [emim]}\nnotes: [a]\n", "notes must be text (paragraphs)"),
     ],
 )
 def test_bad_sweep_files_exit_2_naming_the_problem(content, message, tmp_path, capsys):
