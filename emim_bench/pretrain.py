@@ -353,7 +353,40 @@ def run(cfg: DictConfig) -> dict | None:
     return results
 
 
+def reset_peak_memory() -> None:
+    """Start a new peak-memory window for this process (one run of a sweep).
+
+    Runs of a sweep share one process under Hydra's basic launcher, so the lifetime
+    peak (``getrusage``'s ``ru_maxrss``) would carry over from run to run. Resets
+    Linux's peak resident set size (``VmHWM``, by writing 5 to ``/proc/self/clear_refs``)
+    and torch's CUDA peak-allocation counters; a no-op where neither exists.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process since :func:`reset_peak_memory`, in bytes.
+
+    ``VmHWM`` from ``/proc/self/status`` on Linux; elsewhere the lifetime peak
+    (``ru_maxrss``, KiB on Linux, bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict:
+    reset_peak_memory()
     pl.seed_everything(cfg.seed, workers=True)
     eval_sets = _EvalSets(cfg, root)
     num_classes = cfg.data.num_classes or int(data.labels_of(eval_sets.train).max()) + 1
@@ -465,7 +498,7 @@ def _results(cfg, trainer, metrics, train_s, steps, out) -> dict:
             "wall_time_s": train_s,
             "steps": steps,
             "images_per_s": images / train_s if train_s > 0 else None,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak_rss_bytes(),  # of this run: see reset_peak_memory
             "peak_gpu_memory_bytes": (
                 torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
             ),

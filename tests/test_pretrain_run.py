@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,6 +130,18 @@ def test_cpu_budget_narrows_only_barlow_twins_projector_and_overrides_still_win(
     assert out_dim("method=vicreg") == 2048
     assert out_dim("method=emim") == 128  # EMIM's own config: the same 2048-2048-128 head
     assert out_dim("method=barlow_twins", "method.kwargs.proj_output_dim=512") == 512
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
+def test_peak_rss_restarts_with_each_run_of_a_process():
+    pretrain.reset_peak_memory()
+    base = pretrain.peak_rss_bytes()
+    block = np.ones(300 * 2**20 // 8)  # 300 MiB, every page touched
+    high = pretrain.peak_rss_bytes()
+    assert high - base >= 290 * 2**20
+    del block
+    pretrain.reset_peak_memory()  # the next run of a sweep starts here
+    assert pretrain.peak_rss_bytes() < high - 250 * 2**20
 
 
 def test_finished_run_is_not_repeated_unless_forced(tmp_path, capsys, cifar10_npz_path):
