@@ -372,6 +372,9 @@ def reset_peak_memory() -> None:
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process since :func:`reset_peak_memory`, in bytes.
 
+    The window starts at the resident size of that moment, so memory an earlier run
+    of the same process still holds (allocator caches) is counted: an upper bound.
+
     ``VmHWM`` from ``/proc/self/status`` on Linux; elsewhere the lifetime peak
     (``ru_maxrss``, KiB on Linux, bytes on macOS).
     """
