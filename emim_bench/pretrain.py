@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -327,6 +328,7 @@ def run(cfg: DictConfig) -> dict | None:
         print(f"{run_id(cfg)}: already done, results in {results_path} (force=true to redo)")
         return json.loads(results_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
+    versions()  # read the commit now, while the checkout still holds the code being run
     (out / FAILED_FILE).unlink(missing_ok=True)
     if cfg.force:
         for stale in (results_path, out / CURVE_FILE, out / LAST_CHECKPOINT):
@@ -512,8 +514,13 @@ def _results(cfg, trainer, metrics, train_s, steps, out) -> dict:
     }
 
 
+@functools.lru_cache(maxsize=1)
 def versions() -> dict:
-    """Versions of the stack and the git commit of this checkout ("unknown" outside git)."""
+    """Versions of the stack and the git commit of this checkout ("unknown" outside git).
+
+    Read once per process, at the first run it starts: the runs of a sweep share
+    one process, and a commit made while they train must not be credited with them.
+    """
     import platform
 
     import solo

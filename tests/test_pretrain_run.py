@@ -144,6 +144,22 @@ def test_peak_rss_restarts_with_each_run_of_a_process():
     assert pretrain.peak_rss_bytes() < high - 250 * 2**20
 
 
+def test_git_commit_is_read_once_per_process_not_per_result(monkeypatch):
+    commits = iter(["a" * 40, "b" * 40])
+
+    def fake_git(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, stdout=next(commits) + "\n")
+
+    pretrain.versions.cache_clear()
+    monkeypatch.setattr(pretrain.subprocess, "run", fake_git)
+    try:
+        first = pretrain.versions()["git_commit"]
+        assert first == "a" * 40
+        assert pretrain.versions()["git_commit"] == first  # a later commit is not picked up
+    finally:
+        pretrain.versions.cache_clear()
+
+
 def test_finished_run_is_not_repeated_unless_forced(tmp_path, capsys, cifar10_npz_path):
     overrides = tiny_run("random", tmp_path)
     assert main(["pretrain", *overrides]) == 0
