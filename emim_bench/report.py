@@ -1469,11 +1469,11 @@ def _write(runs_dir, out_dir, command, expected, notes="") -> tuple[Path, pd.Dat
                 "for n = 1), dots are single seeds, dashed lines the random-init floor.",
             )
         _paired_section(doc, df, multi)
-        if notes.strip():
-            doc.h(2, "Sweep notes")
-            for paragraph in notes.strip().split("\n\n"):
-                doc.p(" ".join(paragraph.split()))
-
+    if notes.strip():
+        doc.h(2, "Sweep notes")
+        for paragraph in notes.strip().split("\n\n"):
+            doc.p(" ".join(paragraph.split()))
+    if not summary.empty:
         doc.h(2, "Learning curves")
         by_epoch = _curve_figure(curves, _done(df), "epoch", figures_dir / "knn_vs_epoch.png")
         by_time = _curve_figure(curves, _done(df), "wall_s", figures_dir / "knn_vs_time.png")

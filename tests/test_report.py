@@ -387,6 +387,11 @@ def test_sweep_notes_become_a_notes_section_one_paragraph_each(tmp_path):
     assert "## Sweep notes\n\nBYOL sits at the floor because.\n\nSecond.\n" in md
     report.write_report(runs, tmp_path / "plain")
     assert "## Sweep notes" not in (tmp_path / "plain" / "report.md").read_text()
+    failed_only = tmp_path / "failed_only"
+    make_run(failed_only, "byol", 0, status="failed")
+    report.write_report(failed_only, tmp_path / "f", notes="Why nothing finished.")
+    md = (tmp_path / "f" / "report.md").read_text()
+    assert "No run finished" in md and "## Sweep notes\n\nWhy nothing finished.\n" in md
 
 
 def test_published_number_beside_ours_for_the_cifar_recipe(tmp_path):
