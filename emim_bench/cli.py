@@ -1,8 +1,10 @@
 """The ``emim-bench`` command line.
 
-Each subcommand lives in its own module, which provides ``register(subparsers)``:
-it adds its parser and sets ``handler`` (a function of the parsed arguments
-returning the exit code). A new subcommand is one more entry in ``SUBCOMMANDS``.
+Each subcommand has a ``cli`` module of its own, which provides ``register(subparsers)``:
+it adds its parser and sets ``handler`` (a function of the parsed arguments returning the
+exit code). Those modules import only argparse-level code; a handler imports torch,
+Lightning or solo-learn when it runs, so ``emim-bench --help`` and ``emim-bench report``
+never load them. A new subcommand is one more entry in ``SUBCOMMANDS``.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emim_bench import __version__, bench, pretrain, report, sweep
+from emim_bench import __version__
+from emim_bench.bench import cli as bench_cli
+from emim_bench.report import cli as report_cli
+from emim_bench.run import cli as run_cli
+from emim_bench.sweep import cli as sweep_cli
 
 # register(subparsers) of each subcommand, in the order `--help` lists them.
-SUBCOMMANDS = (pretrain.register, sweep.register, report.register, bench.register)
+SUBCOMMANDS = (run_cli.register, sweep_cli.register, report_cli.register, bench_cli.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 solo-learn's only PyPI release (1.0.2, 2021) was written for torch 1.9 and
 pytorch-lightning 1.4. emim-bench runs it on torch 2.14 and Lightning 1.9.5
 (see README, "Setup"). Everything needed for that lives here, applied once by
-:func:`apply` when ``emim_bench`` is imported:
+:func:`apply` when this module is first imported. Every module of emim-bench that imports
+solo-learn or Lightning imports ``emim_bench.compat`` first (ruff's isort keeps it there):
 
 1. :func:`silence_known_warnings` -- third-party deprecation warnings that are
    expected under this stack and say nothing to a user of emim-bench.
@@ -207,7 +208,7 @@ def keep_freed_memory() -> bool:
 
 
 def apply() -> None:
-    """Apply every adaptation above (idempotent). Called by ``import emim_bench``.
+    """Apply every adaptation above (idempotent). Called when this module is imported.
 
     Raises:
         ImportError: from :func:`check_solo_learn`.
@@ -218,3 +219,6 @@ def apply() -> None:
     patch_checkpoint_loading()
     patch_argparse_setup()
     keep_freed_memory()
+
+
+apply()

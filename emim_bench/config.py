@@ -6,9 +6,6 @@ import importlib.util
 import re
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -57,6 +54,10 @@ def load(overrides: list[str] | None = None) -> DictConfig:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir  # not at the top: `--help` needs no Hydra
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
     # Inside a Hydra job (a sweep's launcher) Hydra is already initialised: step aside, then back.
     global_hydra = GlobalHydra.instance()
     outer = global_hydra.hydra if global_hydra.is_initialized() else None

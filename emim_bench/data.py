@@ -14,6 +14,8 @@ import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
+
 import numpy as np
 import torchvision
 from PIL import Image

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
+
 import torch
 import torch.nn.functional as F
 from solo.utils.knn import WeightedKNNClassifier

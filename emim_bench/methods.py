@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
+
 import torch
 from solo.methods import METHODS
 from solo.methods.base import BaseMethod
@@ -133,3 +135,23 @@ def register() -> None:
     (``solo.args.setup.parse_args_pretrain`` with ``--method emim``) builds it.
     """
     METHODS["emim"] = EMIM
+
+
+def build_method(name: str, **kwargs) -> BaseMethod:
+    """Instantiate a method of solo-learn's registry (``solo.methods.METHODS``) by name.
+
+    Args:
+        name: registry key, e.g. "simclr", "byol", "barlow_twins", "vicreg", "emim".
+        **kwargs: the method's constructor arguments (solo-learn's BaseMethod
+            arguments plus the method's own, e.g. ``proj_hidden_dim``).
+
+    Raises:
+        ValueError: ``name`` is not registered; the message lists the valid names.
+    """
+    if name not in METHODS or name in ("base", "linear"):
+        valid = sorted(k for k in METHODS if k not in ("base", "linear"))
+        raise ValueError(f"unknown method {name!r}; choose one of {valid}")
+    return METHODS[name](**kwargs)
+
+
+register()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import emim_bench.compat  # noqa: F401  (adapts solo-learn before the tests import it)
+
 import numpy as np
 import pytest
 
-import emim_bench  # noqa: F401  (applies the solo-learn compatibility layer)
-from emim_bench import config, pretrain
+from emim_bench import config
 from emim_bench.data import ArrayImageDataset, balanced_subset, load_cifar10_npz, pretrain_transform
+from emim_bench.run import trainer as run_trainer
 
 SHARED_DATA = Path(os.environ.get("EMIM_BENCH_DATA", Path(__file__).parents[2] / "shared" / "data"))
 CIFAR10_NPZ = SHARED_DATA / "cifar10" / "cifar10.npz"
@@ -64,4 +66,4 @@ def tiny_method_kwargs(method: str, **overrides) -> dict:
             *small,
         ]
     )
-    return {**pretrain.method_kwargs(cfg, num_classes=10), **overrides}
+    return {**run_trainer.method_kwargs(cfg, num_classes=10), **overrides}

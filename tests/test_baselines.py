@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from emim_bench.data import ArrayImageDataset, pretrain_transform
-from emim_bench.pretrain import build_method, fit, pretrain_loader
+from emim_bench.methods import build_method
+from emim_bench.run.trainer import fit, pretrain_loader
 
 SSL_LOSS_LOG = {
     "simclr": "train_nce_loss",

@@ -11,10 +11,16 @@ import os
 import pytest
 import torch
 
-from emim_bench import bench
+from emim_bench.bench import cli as bench_cli
+from emim_bench.bench import loss as bench_loss
+from emim_bench.bench import options as bench_options
+from emim_bench.bench import render as bench_render
+from emim_bench.bench import run as bench_run
+from emim_bench.bench import step as bench_step
+from emim_bench.bench import timing as bench_timing
 from emim_bench.cli import build_parser, main
 
-TINY = bench.TimingPolicy(warmup=1, warmup_max=1, min_repeats=3, max_repeats=3, budget_s=0.0)
+TINY = bench_timing.TimingPolicy(warmup=1, warmup_max=1, min_repeats=3, max_repeats=3, budget_s=0.0)
 
 
 def _loss_rows(n: int, d: int, seconds: dict[str, float]) -> list[dict]:
@@ -58,24 +64,26 @@ HAND_STEP = _step_rows(
 
 def test_time_call_warms_up_then_returns_at_least_min_repeats_positive_durations():
     calls = []
-    policy = bench.TimingPolicy(warmup=2, warmup_max=2, min_repeats=3, max_repeats=3, budget_s=10.0)
-    times = bench.time_call(lambda: calls.append(sum(range(1000))), policy)
+    policy = bench_timing.TimingPolicy(
+        warmup=2, warmup_max=2, min_repeats=3, max_repeats=3, budget_s=10.0
+    )
+    times = bench_timing.time_call(lambda: calls.append(sum(range(1000))), policy)
     assert len(calls) == 5 and len(times) == 3
     assert all(t > 0 for t in times)
 
 
 def test_time_call_repeats_more_while_under_its_time_budget():
-    policy = bench.TimingPolicy(
+    policy = bench_timing.TimingPolicy(
         warmup=1, warmup_max=1, min_repeats=3, max_repeats=50, budget_s=0.05
     )
-    times = bench.time_call(lambda: torch.randn(64, 64) @ torch.randn(64, 64), policy)
+    times = bench_timing.time_call(lambda: torch.randn(64, 64) @ torch.randn(64, 64), policy)
     assert 3 <= len(times) <= 50
     assert len(times) == 50 or sum(times) >= 0.05
 
 
-@pytest.mark.parametrize("method", bench.LOSS_METHODS)
+@pytest.mark.parametrize("method", bench_loss.LOSS_METHODS)
 def test_bench_loss_times_forward_backward_with_positive_median(method):
-    row = bench.bench_loss(method, n=16, d=8, device="cpu", policy=TINY)
+    row = bench_loss.bench_loss(method, n=16, d=8, device="cpu", policy=TINY)
     assert row["method"] == method and (row["n"], row["d"]) == (16, 8)
     assert row["repeats"] == 3
     assert 0 < row["min_s"] <= row["median_s"]
@@ -83,16 +91,16 @@ def test_bench_loss_times_forward_backward_with_positive_median(method):
 
 def test_loss_function_backpropagates_to_both_views_and_rejects_unknown_names():
     z1, z2 = (torch.randn(16, 8, requires_grad=True) for _ in range(2))
-    for method in bench.LOSS_METHODS:
+    for method in bench_loss.LOSS_METHODS:
         z1.grad = z2.grad = None
-        bench.loss_function(method, z1, z2)().backward()
+        bench_loss.loss_function(method, z1, z2)().backward()
         assert z1.grad is not None and z2.grad is not None, method
     with pytest.raises(ValueError, match="unknown loss 'barlow'.*'barlow_twins'"):
-        bench.loss_function("barlow", z1, z2)
+        bench_loss.loss_function("barlow", z1, z2)
 
 
 def test_ratio_tables_from_hand_made_timings():
-    ratios = bench.ratio_tables(HAND_LOSS, HAND_STEP)
+    ratios = bench_render.ratio_tables(HAND_LOSS, HAND_STEP)
 
     fastest = {(e["n"], e["d"]): e for e in ratios["loss_vs_fastest"]}
     cell = fastest[(256, 2048)]
@@ -117,31 +125,35 @@ def test_ratio_tables_from_hand_made_timings():
 
 
 def test_targets_pass_or_say_by_how_much_they_miss():
-    loss_target, step_target = bench.ratio_tables(HAND_LOSS, HAND_STEP)["targets"]
+    loss_target, step_target = bench_render.ratio_tables(HAND_LOSS, HAND_STEP)["targets"]
     assert loss_target["status"] == "PASS" and loss_target["ratio"] == pytest.approx(5.0)
     assert step_target["ratio"] == pytest.approx(0.9)
     assert step_target["status"] == "MISS by 5.3%"  # 1 - 0.9 / 0.95
 
-    passing = bench.ratio_tables([], _step_rows({"emim": 95.0, "barlow_twins": 100.0}))["targets"]
+    passing = bench_render.ratio_tables([], _step_rows({"emim": 95.0, "barlow_twins": 100.0}))[
+        "targets"
+    ]
     assert passing[0]["status"] == "NOT MEASURED" and passing[0]["ratio"] is None
     assert passing[1]["status"] == "PASS"  # exactly at the 0.95 threshold
 
 
 def test_emim_auto_form_matches_the_loss_rule():
-    assert bench.emim_auto_form(256, 2048) == "dual"
-    assert bench.emim_auto_form(256, 128) == "primal"  # N = 2D: the joint covariance is full rank
-    assert bench.emim_auto_form(512, 128) == "primal"
+    assert bench_loss.emim_auto_form(256, 2048) == "dual"
+    assert (
+        bench_loss.emim_auto_form(256, 128) == "primal"
+    )  # N = 2D: the joint covariance is full rank
+    assert bench_loss.emim_auto_form(512, 128) == "primal"
 
 
 def test_report_files_parse_and_contain_every_method_device_and_versions(tmp_path):
-    options = bench.BenchOptions(command="emim-bench bench --out x")
-    result = bench.make_result(options, HAND_LOSS, HAND_STEP, duration_s=12.0)
-    json_path, md_path = bench.write_report(result, tmp_path / "reports", "cpu")
+    options = bench_options.BenchOptions(command="emim-bench bench --out x")
+    result = bench_run.make_result(options, HAND_LOSS, HAND_STEP, duration_s=12.0)
+    json_path, md_path = bench_render.write_report(result, tmp_path / "reports", "cpu")
 
     assert json_path.name == "cpu.json" and md_path.name == "cpu.md"
     data = json.loads(json_path.read_text())
-    assert {r["method"] for r in data["loss"]} == set(bench.LOSS_METHODS)
-    assert {r["method"] for r in data["step"]} == set(bench.STEP_METHODS)
+    assert {r["method"] for r in data["loss"]} == set(bench_loss.LOSS_METHODS)
+    assert {r["method"] for r in data["step"]} == set(bench_step.STEP_METHODS)
     env = data["environment"]
     assert env["device"]["kind"] == "cpu" and env["device"]["cpu"]
     assert env["device"]["torch_threads"] >= 1
@@ -151,14 +163,14 @@ def test_report_files_parse_and_contain_every_method_device_and_versions(tmp_pat
 
     md = md_path.read_text()
     assert "Command: `emim-bench bench --out x`" in md
-    for label in bench.LABELS.values():
+    for label in bench_render.LABELS.values():
         assert label in md
     assert env["device"]["cpu"] in md and torch.__version__ in md
     assert "MISS by 5.3%" in md and "PASS" in md
 
 
 def test_other_cpu_load_is_a_non_negative_average_number_of_cpus():
-    with bench.OtherCpuLoad() as other:
+    with bench_timing.OtherCpuLoad() as other:
         torch.randn(256, 256) @ torch.randn(256, 256)
     if other.cpus is not None:  # None only where there is no /proc/stat
         assert 0 <= other.cpus <= 2 * (os.cpu_count() or 1)
@@ -166,18 +178,22 @@ def test_other_cpu_load_is_a_non_negative_average_number_of_cpus():
 
 def test_report_flags_timings_taken_while_other_processes_used_the_cpus(tmp_path):
     loss = [dict(r, other_cpus=0.9 if r["method"] == "vicreg" else 0.0) for r in HAND_LOSS]
-    result = bench.make_result(bench.BenchOptions(), loss, HAND_STEP, 1.0, other_cpus=0.5)
-    md = bench.render_markdown(result)
+    result = bench_run.make_result(
+        bench_options.BenchOptions(), loss, HAND_STEP, 1.0, other_cpus=0.5
+    )
+    md = bench_render.render_markdown(result)
     assert "**Warning:** timings marked * (1) ran while other processes used more" in md
     assert md.count("(3)*") == 1  # the VICReg cell, nothing else
 
-    quiet = bench.make_result(bench.BenchOptions(), HAND_LOSS, HAND_STEP, 1.0, other_cpus=0.0)
-    assert "Warning" not in bench.render_markdown(quiet)
+    quiet = bench_run.make_result(
+        bench_options.BenchOptions(), HAND_LOSS, HAND_STEP, 1.0, other_cpus=0.0
+    )
+    assert "Warning" not in bench_render.render_markdown(quiet)
 
 
 def test_patience_retries_only_disturbed_work_and_only_while_it_lasts(monkeypatch):
-    monkeypatch.setattr(bench.Patience, "wait_for_quiet", lambda self, max_wait_s=20.0: None)
-    patience = bench.Patience(10.0)
+    monkeypatch.setattr(bench_timing.Patience, "wait_for_quiet", lambda self, max_wait_s=20.0: None)
+    patience = bench_timing.Patience(10.0)
     assert not patience.retry(0.0, spent_s=3.0) and patience.left_s == 10.0  # quiet: keep it
     assert not patience.retry(None, spent_s=3.0)  # unknown load: keep it
     assert patience.retry(0.9, spent_s=6.0) and patience.left_s == 4.0
@@ -186,7 +202,7 @@ def test_patience_retries_only_disturbed_work_and_only_while_it_lasts(monkeypatc
 
 
 def test_loss_cells_timed_while_cpus_were_busy_are_timed_again(monkeypatch):
-    monkeypatch.setattr(bench.Patience, "wait_for_quiet", lambda self, max_wait_s=20.0: None)
+    monkeypatch.setattr(bench_timing.Patience, "wait_for_quiet", lambda self, max_wait_s=20.0: None)
     calls = []
 
     def fake_bench_loss(method, n, d, device, policy):
@@ -194,29 +210,31 @@ def test_loss_cells_timed_while_cpus_were_busy_are_timed_again(monkeypatch):
         busy = method == "vicreg" and calls.count("vicreg") == 1  # disturbed the first time only
         return {"method": method, "n": n, "d": d, "median_s": 1.0, "other_cpus": 0.9 * busy}
 
-    monkeypatch.setattr(bench, "bench_loss", fake_bench_loss)
-    rows = bench.run_loss_grid("cpu", {"n": (8,), "d": (4,)}, TINY, bench.Patience(60.0))
+    monkeypatch.setattr(bench_loss, "bench_loss", fake_bench_loss)
+    rows = bench_loss.run_loss_grid(
+        "cpu", {"n": (8,), "d": (4,)}, TINY, bench_timing.Patience(60.0)
+    )
     attempts = {r["method"]: r["attempts"] for r in rows}
-    assert attempts == {m: 2 if m == "vicreg" else 1 for m in bench.LOSS_METHODS}
+    assert attempts == {m: 2 if m == "vicreg" else 1 for m in bench_loss.LOSS_METHODS}
     assert all(r["other_cpus"] == 0.0 for r in rows)
 
 
 def test_step_rounds_timed_while_cpus_were_busy_are_discarded(monkeypatch):
-    monkeypatch.setattr(bench.Patience, "wait_for_quiet", lambda self, max_wait_s=20.0: None)
+    monkeypatch.setattr(bench_timing.Patience, "wait_for_quiet", lambda self, max_wait_s=20.0: None)
     monkeypatch.setattr(
-        bench, "_step_closure", lambda name, options, device: lambda: torch.ones(())
+        bench_step, "_step_closure", lambda name, options, device: lambda: torch.ones(())
     )
-    real_round, rounds = bench._step_round, []
+    real_round, rounds = bench_step._step_round, []
 
     def round_busy_the_second_time(*args):
         rounds.append(real_round(*args))
         return rounds[-1] | {"other_cpus": 0.9 if len(rounds) == 2 else 0.0}
 
-    monkeypatch.setattr(bench, "_step_round", round_busy_the_second_time)
-    options = bench.BenchOptions(batch_size=4, steps=3, warmup_steps=1)
-    rows = bench.bench_steps(options, torch.device("cpu"), bench.Patience(60.0))
+    monkeypatch.setattr(bench_step, "_step_round", round_busy_the_second_time)
+    options = bench_options.BenchOptions(batch_size=4, steps=3, warmup_steps=1)
+    rows = bench_step.bench_steps(options, torch.device("cpu"), bench_timing.Patience(60.0))
     assert len(rounds) == 1 + 3 + 1  # warm-up, three kept, one discarded
-    assert [r["method"] for r in rows] == list(bench.STEP_METHODS)
+    assert [r["method"] for r in rows] == list(bench_step.STEP_METHODS)
     for row in rows:
         assert row["steps"] == 3 and row["discarded_rounds"] == 1 and row["other_cpus"] == 0.0
         assert row["images_per_s"] == pytest.approx(4 / row["median_s"])
@@ -224,10 +242,10 @@ def test_step_rounds_timed_while_cpus_were_busy_are_discarded(monkeypatch):
 
 
 def test_report_stem_keeps_partial_runs_off_the_full_report():
-    assert bench.report_stem("cpu", quick=False, only=None) == "cpu"
-    assert bench.report_stem("cuda", quick=False, only=None) == "cuda"
-    assert bench.report_stem("cpu", quick=True, only=None) == "cpu-quick"
-    assert bench.report_stem("cpu", quick=False, only="loss") == "cpu-loss"
+    assert bench_render.report_stem("cpu", quick=False, only=None) == "cpu"
+    assert bench_render.report_stem("cuda", quick=False, only=None) == "cuda"
+    assert bench_render.report_stem("cpu", quick=True, only=None) == "cpu-quick"
+    assert bench_render.report_stem("cpu", quick=False, only="loss") == "cpu-loss"
 
 
 def test_cli_bench_quick_runs_end_to_end_and_writes_json_and_markdown(tmp_path, capsys):
@@ -243,8 +261,8 @@ def test_cli_bench_quick_runs_end_to_end_and_writes_json_and_markdown(tmp_path, 
     md = (tmp_path / f"{kind}-quick.md").read_text()
     assert data["command"] == "emim-bench " + " ".join(argv)
     assert data["environment"]["device"]["torch_threads"] == 1
-    assert {r["method"] for r in data["loss"]} == set(bench.LOSS_METHODS)
-    assert {r["method"] for r in data["step"]} == set(bench.STEP_METHODS)
+    assert {r["method"] for r in data["loss"]} == set(bench_loss.LOSS_METHODS)
+    assert {r["method"] for r in data["step"]} == set(bench_step.STEP_METHODS)
     assert all(r["median_s"] > 0 for r in data["loss"] + data["step"])
     assert data["settings"]["batch_size"] == 8
     assert f"Command: `emim-bench {' '.join(argv)}`" in md
@@ -253,11 +271,11 @@ def test_cli_bench_quick_runs_end_to_end_and_writes_json_and_markdown(tmp_path, 
 
 def test_cli_bench_defaults_depend_on_device_and_quick():
     parser = build_parser()
-    cpu = bench.options_from_args(parser.parse_args(["bench", "--device", "cpu"]))
+    cpu = bench_cli.options_from_args(parser.parse_args(["bench", "--device", "cpu"]))
     assert (cpu.batch_size, cpu.steps, cpu.only, cpu.cifar_stem) == (64, 20, None, False)
-    quick = bench.options_from_args(parser.parse_args(["bench", "--device", "cpu", "--quick"]))
+    quick = bench_cli.options_from_args(parser.parse_args(["bench", "--device", "cpu", "--quick"]))
     assert (quick.batch_size, quick.steps) == (8, 2)
-    custom = bench.options_from_args(
+    custom = bench_cli.options_from_args(
         parser.parse_args(
             ["bench", "--device", "cpu", "--batch-size", "32", "--only", "step", "--cifar-stem"]
         )
@@ -265,7 +283,7 @@ def test_cli_bench_defaults_depend_on_device_and_quick():
     assert (custom.batch_size, custom.only, custom.cifar_stem) == (32, "step", True)
     assert (
         cpu.threads,
-        bench.options_from_args(parser.parse_args(["bench", "--threads", "1"])).threads,
+        bench_cli.options_from_args(parser.parse_args(["bench", "--threads", "1"])).threads,
     ) == (None, 1)
 
 
@@ -287,7 +305,9 @@ def test_cli_bench_rejects_bad_input_with_exit_code_2_and_one_error_line(argv, c
 
 
 def test_step_comparison_gives_emim_and_barlow_twins_the_recipe_projector():
-    emim, barlow = (bench.step_method_kwargs(m, batch_size=64) for m in ("emim", "barlow_twins"))
+    emim, barlow = (
+        bench_step.step_method_kwargs(m, batch_size=64) for m in ("emim", "barlow_twins")
+    )
     for kwargs in (emim, barlow):
         assert (kwargs["proj_hidden_dim"], kwargs["proj_output_dim"]) == (2048, 2048)
     assert emim["optimizer"] == barlow["optimizer"] and emim["lr"] == barlow["lr"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from emim_bench import sweep
 from emim_bench.cli import main
+from emim_bench.sweep import file as sweep_file
 
 REPO = Path(__file__).parents[1]
 TINY = [
@@ -31,7 +31,7 @@ def test_make_demo_runs_the_cpu_demo_sweep_that_the_readme_describes():
     readme = (REPO / "README.md").read_text()
     assert "make demo" in readme and "reports/cpu_demo/report.html" in readme
 
-    demo = sweep.load_sweep(REPO / "sweeps" / "cpu_demo.yaml")
+    demo = sweep_file.load_sweep(REPO / "sweeps" / "cpu_demo.yaml")
     assert demo.name == "cpu_demo" and "data=cifar10" in demo.overrides
     assert "budget=cpu" in demo.overrides
     assert demo.grid["method"] == ["emim", "simclr", "byol", "barlow_twins", "vicreg", "random"]

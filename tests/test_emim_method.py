@@ -11,8 +11,8 @@ import torch
 from solo.methods import METHODS
 from torch.utils.data import DataLoader, TensorDataset
 
-from emim_bench.methods import EMIM, register
-from emim_bench.pretrain import build_method, fit, pretrain_loader
+from emim_bench.methods import EMIM, build_method, register
+from emim_bench.run.trainer import fit, pretrain_loader
 
 
 def test_importing_emim_bench_registers_emim_in_solo():

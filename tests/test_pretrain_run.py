@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from emim_bench import config, data, pretrain
+from emim_bench import config, data, methods
 from emim_bench.cli import main
+from emim_bench.run import directory as run_directory
+from emim_bench.run import identity as run_identity
+from emim_bench.run import pretrain
+from emim_bench.run import results as run_results
+from emim_bench.run import trainer as run_trainer
 
 SMALL = {
     "emim": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
@@ -58,7 +63,7 @@ def test_each_method_produces_a_complete_results_json(method, tmp_path, cifar10_
     assert main(["pretrain", *tiny_run(method, tmp_path)]) == 0
 
     run = only_run_dir(tmp_path)
-    results = json.loads((run / pretrain.RESULTS_FILE).read_text())
+    results = json.loads((run / run_directory.RESULTS_FILE).read_text())
     assert run.name == results["run_id"] and run.name.startswith(f"{method}-cifar10-resnet18-s0-")
     assert results["status"] == "done" and results["method"] == method
     accuracies = {k: v for k, v in results["metrics"].items() if v is not None}
@@ -90,9 +95,9 @@ def test_each_method_produces_a_complete_results_json(method, tmp_path, cifar10_
     else:
         assert results["train"]["steps"] == 4 and results["train"]["images_per_s"] > 0
         assert _backbone_moved(run, method), "pretraining left the backbone at its initialisation"
-        curve = pretrain.read_curve(run / pretrain.CURVE_FILE)
+        curve = run_directory.read_curve(run / run_directory.CURVE_FILE)
         assert curve["epoch"].tolist() == [1] and 0 <= curve["knn_acc1"].iloc[0] <= 100
-        assert (run / pretrain.LAST_CHECKPOINT).is_file()
+        assert (run / run_directory.LAST_CHECKPOINT).is_file()
 
 
 def _backbone_moved(run: Path, method: str) -> bool:
@@ -101,8 +106,10 @@ def _backbone_moved(run: Path, method: str) -> bool:
 
     cfg = config.load([f"method={method}", *tiny_run(method, run.parent.parent)[1:]])
     pl.seed_everything(cfg.seed)
-    initial = pretrain.build_method(method, **pretrain.method_kwargs(cfg, 10)).encoder.state_dict()
-    state = torch.load(run / pretrain.LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    initial = methods.build_method(
+        method, **run_trainer.method_kwargs(cfg, 10)
+    ).encoder.state_dict()
+    state = torch.load(run / run_directory.LAST_CHECKPOINT, map_location="cpu", weights_only=False)
     trained = {
         k.removeprefix("encoder."): v
         for k, v in state["state_dict"].items()
@@ -116,9 +123,9 @@ def test_run_dir_is_a_pure_function_of_the_config(tmp_path):
     b = config.load(tiny_run("emim", tmp_path / "elsewhere", "progress_bar=true"))
     c = config.load(tiny_run("emim", tmp_path, "seed=1"))
     d = config.load(tiny_run("emim", tmp_path, "method.kwargs.eps=0.1"))
-    assert pretrain.run_id(a) == pretrain.run_id(b)
-    assert pretrain.run_id(c).startswith("emim-cifar10-resnet18-s1-")
-    assert len({pretrain.run_id(x) for x in (a, c, d)}) == 3
+    assert run_identity.run_id(a) == run_identity.run_id(b)
+    assert run_identity.run_id(c).startswith("emim-cifar10-resnet18-s1-")
+    assert len({run_identity.run_id(x) for x in (a, c, d)}) == 3
 
 
 def test_cpu_budget_narrows_only_barlow_twins_projector_and_overrides_still_win():
@@ -134,14 +141,14 @@ def test_cpu_budget_narrows_only_barlow_twins_projector_and_overrides_still_win(
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
 def test_peak_rss_restarts_with_each_run_of_a_process():
-    pretrain.reset_peak_memory()
-    base = pretrain.peak_rss_bytes()
+    run_results.reset_peak_memory()
+    base = run_results.peak_rss_bytes()
     block = np.ones(300 * 2**20 // 8)  # 300 MiB, every page touched
-    high = pretrain.peak_rss_bytes()
+    high = run_results.peak_rss_bytes()
     assert high - base >= 290 * 2**20
     del block
-    pretrain.reset_peak_memory()  # the next run of a sweep starts here
-    assert pretrain.peak_rss_bytes() < high - 250 * 2**20
+    run_results.reset_peak_memory()  # the next run of a sweep starts here
+    assert run_results.peak_rss_bytes() < high - 250 * 2**20
 
 
 def test_git_commit_is_read_once_per_process_not_per_result(monkeypatch):
@@ -150,20 +157,20 @@ def test_git_commit_is_read_once_per_process_not_per_result(monkeypatch):
     def fake_git(*args, **kwargs):
         return subprocess.CompletedProcess(args, 0, stdout=next(commits) + "\n")
 
-    pretrain.versions.cache_clear()
-    monkeypatch.setattr(pretrain.subprocess, "run", fake_git)
+    run_results.versions.cache_clear()
+    monkeypatch.setattr(run_results.subprocess, "run", fake_git)
     try:
-        first = pretrain.versions()["git_commit"]
+        first = run_results.versions()["git_commit"]
         assert first == "a" * 40
-        assert pretrain.versions()["git_commit"] == first  # a later commit is not picked up
+        assert run_results.versions()["git_commit"] == first  # a later commit is not picked up
     finally:
-        pretrain.versions.cache_clear()
+        run_results.versions.cache_clear()
 
 
 def test_finished_run_is_not_repeated_unless_forced(tmp_path, capsys, cifar10_npz_path):
     overrides = tiny_run("random", tmp_path)
     assert main(["pretrain", *overrides]) == 0
-    results = only_run_dir(tmp_path) / pretrain.RESULTS_FILE
+    results = only_run_dir(tmp_path) / run_directory.RESULTS_FILE
     before = results.stat().st_mtime_ns
 
     assert main(["pretrain", *overrides]) == 0
@@ -177,7 +184,7 @@ def test_same_seed_same_config_gives_the_same_first_epoch_loss(tmp_path, cifar10
     losses = []
     for root in ("a", "b"):
         assert main(["pretrain", *tiny_run("simclr", tmp_path / root)]) == 0
-        curve = pretrain.read_curve(only_run_dir(tmp_path / root) / pretrain.CURVE_FILE)
+        curve = run_directory.read_curve(only_run_dir(tmp_path / root) / run_directory.CURVE_FILE)
         losses.append(curve["train_nce_loss"].iloc[0])
     assert losses[0] == losses[1]
 
@@ -192,7 +199,7 @@ def test_imagenette_folder_runs_through_the_imagefolder_path(tmp_path, cifar10_n
         "data.test_size=50",
     )
     assert main(["pretrain", *overrides]) == 0
-    results = json.loads((only_run_dir(tmp_path) / pretrain.RESULTS_FILE).read_text())
+    results = json.loads((only_run_dir(tmp_path) / run_directory.RESULTS_FILE).read_text())
     assert results["dataset"] == "imagefolder" and 0 <= results["metrics"]["linear_acc1"] <= 100
 
 
@@ -202,7 +209,7 @@ def test_imagenette_folder_runs_through_the_imagefolder_path(tmp_path, cifar10_n
 )
 def test_fashion_mnist_runs_from_the_debian_idx_files(tmp_path):
     assert main(["pretrain", *tiny_run("random", tmp_path, "data=fashion_mnist")]) == 0
-    results = json.loads((only_run_dir(tmp_path) / pretrain.RESULTS_FILE).read_text())
+    results = json.loads((only_run_dir(tmp_path) / run_directory.RESULTS_FILE).read_text())
     assert results["dataset"] == "fashion_mnist" and results["metrics"]["knn_acc1_k20"] > 10.0
 
 
@@ -273,13 +280,13 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, ci
 
     monkeypatch.setattr(methods, "emim_loss_func", loss_turning_nan)
     cfg = config.load(tiny_run("emim", tmp_path, "epochs=2"))
-    with pytest.raises(pretrain.NonFiniteLossError, match="at step 6"):
+    with pytest.raises(run_trainer.NonFiniteLossError, match="at step 6"):
         pretrain.run(cfg)
     run = only_run_dir(tmp_path)
-    failed = json.loads((run / pretrain.FAILED_FILE).read_text())
+    failed = json.loads((run / run_directory.FAILED_FILE).read_text())
     assert failed["status"] == "failed" and "step 6" in failed["error"]
-    assert not (run / pretrain.RESULTS_FILE).exists()
-    assert pretrain._checkpoint_step(run / pretrain.LAST_CHECKPOINT) == 4
+    assert not (run / run_directory.RESULTS_FILE).exists()
+    assert pretrain._checkpoint_step(run / run_directory.LAST_CHECKPOINT) == 4
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cifar10_npz_path):
@@ -296,7 +303,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cifar10_npz_path)
     deadline = time.monotonic() + 300
     checkpoint = None
     while time.monotonic() < deadline and process.poll() is None:
-        runs = list((tmp_path / "default").glob(f"*/{pretrain.LAST_CHECKPOINT}"))
+        runs = list((tmp_path / "default").glob(f"*/{run_directory.LAST_CHECKPOINT}"))
         if runs and pretrain._checkpoint_step(runs[0]) >= 4:
             checkpoint = runs[0]
             break
@@ -305,13 +312,13 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cifar10_npz_path)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     run = checkpoint.parents[1]
-    assert not (run / pretrain.RESULTS_FILE).exists()
+    assert not (run / run_directory.RESULTS_FILE).exists()
 
     resumed = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True)
 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    results = json.loads((run / pretrain.RESULTS_FILE).read_text())
+    results = json.loads((run / run_directory.RESULTS_FILE).read_text())
     assert results["status"] == "done"
-    assert pretrain._checkpoint_step(run / pretrain.LAST_CHECKPOINT) == 12
+    assert pretrain._checkpoint_step(run / run_directory.LAST_CHECKPOINT) == 12
     assert results["train"]["steps"] < 12  # only the part after the checkpoint was trained again
-    assert pretrain.read_curve(run / pretrain.CURVE_FILE)["epoch"].tolist() == [1, 2, 3]
+    assert run_directory.read_curve(run / run_directory.CURVE_FILE)["epoch"].tolist() == [1, 2, 3]

@@ -20,8 +20,10 @@ import pytest
 import yaml
 from scipy import stats
 
-from emim_bench import report
 from emim_bench.cli import main
+from emim_bench.report import collect, published, render
+from emim_bench.report import figures as report_figures
+from emim_bench.report import stats as report_stats
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -165,7 +167,7 @@ def _t_ci(x) -> tuple[float, float]:
 
 
 def test_method_summary_matches_numpy_and_scipy_t_interval(sweep):
-    summary = report.method_summary(report.collect_runs(sweep)).set_index("method")
+    summary = report_stats.method_summary(collect.collect_runs(sweep)).set_index("method")
     assert list(summary.index) == ["emim", "byol", "simclr", "random"]  # emim first, random last
     for method, values in (("emim", EMIM_KNN), ("simclr", SIMCLR_KNN)):
         x = list(values.values())
@@ -186,7 +188,7 @@ def test_method_summary_matches_numpy_and_scipy_t_interval(sweep):
 
 
 def test_paired_difference_equals_scipy_ttest_rel(sweep):
-    diff = report.paired_differences(report.collect_runs(sweep), "knn_acc1_k20")
+    diff = report_stats.paired_differences(collect.collect_runs(sweep), "knn_acc1_k20")
     row = diff.set_index("baseline").loc["simclr"]
     a, b = list(EMIM_KNN.values()), list(SIMCLR_KNN.values())
     expected = stats.ttest_rel(a, b)
@@ -200,7 +202,7 @@ def test_paired_difference_equals_scipy_ttest_rel(sweep):
     byol = diff.set_index("baseline").loc["byol"]
     assert byol["n_pairs"] == 1 and math.isnan(byol["p_value"])
     assert byol["mean_diff"] == pytest.approx(EMIM_KNN[0] - 20.0)
-    assert report.NO_TEST_ONE_SEED in byol["note"]
+    assert report_stats.NO_TEST_ONE_SEED in byol["note"]
 
 
 def test_pairs_only_the_seeds_both_methods_finished(tmp_path):
@@ -209,7 +211,7 @@ def test_pairs_only_the_seeds_both_methods_finished(tmp_path):
         make_run(runs, "emim", seed, value)
     for seed, value in ((1, 49.0), (2, 50.0), (3, 50.5), (4, 10.0)):
         make_run(runs, "simclr", seed, value)
-    row = report.paired_differences(report.collect_runs(runs), "linear_acc1").iloc[0]
+    row = report_stats.paired_differences(collect.collect_runs(runs), "linear_acc1").iloc[0]
     assert row["seeds"] == "1,2,3"
     assert row["p_value"] == pytest.approx(stats.ttest_rel([52, 57, 51], [49, 50, 50.5]).pvalue)
 
@@ -218,9 +220,9 @@ def test_one_seed_report_says_no_test_is_possible(tmp_path):
     runs = tmp_path / "runs"
     make_run(runs, "emim", 0, 40.0)
     make_run(runs, "simclr", 0, 38.0)
-    report.write_report(runs, tmp_path / "out")
+    render.write_report(runs, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert report.NO_TEST_ONE_SEED in md
+    assert report_stats.NO_TEST_ONE_SEED in md
     assert "+2.00" in md
 
 
@@ -228,8 +230,8 @@ def test_no_emim_run_is_said(tmp_path):
     runs = tmp_path / "runs"
     make_run(runs, "simclr", 0, 38.0)
     make_run(runs, "byol", 0, 39.0)
-    assert report.paired_differences(report.collect_runs(runs), "knn_acc1_k20").empty
-    report.write_report(runs, tmp_path / "out")
+    assert report_stats.paired_differences(collect.collect_runs(runs), "knn_acc1_k20").empty
+    render.write_report(runs, tmp_path / "out")
     assert "no finished EMIM run" in (tmp_path / "out" / "report.md").read_text()
 
 
@@ -253,12 +255,12 @@ class _Images(HTMLParser):
 
 def test_report_files_html_embeds_every_figure(sweep, tmp_path):
     out = tmp_path / "reports" / "test"
-    html_path = report.write_report(sweep, out, command="make sweep SWEEP=test")
+    html_path = render.write_report(sweep, out, command="make sweep SWEEP=test")
     assert html_path == out / "report.html"
     for name in ("report.md", "report.html", "results.csv"):
         assert (out / name).is_file()
     figures = sorted((out / "figures").glob("*.png"))
-    assert {f.name for f in figures} == set(report.FIGURES)
+    assert {f.name for f in figures} == set(report_figures.FIGURES)
     for figure in figures:
         assert figure.read_bytes()[:8] == PNG_MAGIC
     parser = _Images()
@@ -281,7 +283,7 @@ def test_failed_partial_and_missing_runs_are_listed(sweep, tmp_path):
     truncated = make_run(sweep, "emim", 7, 50.0)
     (truncated / "results.json").write_text('{"status": "do')
     out = tmp_path / "out"
-    report.write_report(sweep, out, expected=[planned])
+    render.write_report(sweep, out, expected=[planned])
     rows = pd.read_csv(out / "results.csv").set_index("run_id")
     assert len(rows) == 12  # 6 + 1 + 1 done, 2 failed, 1 partial, 1 missing
     assert rows.loc[truncated.name, "status"] == "failed"
@@ -306,7 +308,7 @@ def _floor_paragraph(md: str) -> str:
 
 
 def test_random_floor_shown_and_method_below_it_named(sweep, tmp_path):
-    report.write_report(sweep, tmp_path / "out")
+    render.write_report(sweep, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| random init | 1 | 25.00 |" in md
     floor = _floor_paragraph(md)
@@ -327,7 +329,7 @@ def test_floor_verdicts_use_the_seed_paired_t_interval(tmp_path):
         make_run(runs, "random", seed, floor[seed])
         make_run(runs, "emim", seed, clear[seed])
         make_run(runs, "simclr", seed, unclear[seed])
-    report.write_report(runs, tmp_path / "out")
+    render.write_report(runs, tmp_path / "out")
     text = _floor_paragraph((tmp_path / "out" / "report.md").read_text())
     low, high = _t_ci([5.0, 5.5, 4.0])
     assert f"Clearly above the floor: EMIM (+4.83 pp, n = 3, 95% CI {low:+.2f} to {high:+.2f})" in (
@@ -351,7 +353,7 @@ def test_floor_verdict_names_methods_it_cannot_compare_and_doubts_identical_diff
         make_run(runs, "simclr", seed, 35.0 + seed)  # +5 on both seeds: sd 0, no interval
     for seed in (3, 4):
         make_run(runs, "emim", seed, 60.0)  # no seed shared with the floor
-    report.write_report(runs, tmp_path / "out")
+    render.write_report(runs, tmp_path / "out")
     text = _floor_paragraph((tmp_path / "out" / "report.md").read_text())
     assert "Not compared (no seed with both a kNN result and a floor run): EMIM." in text
     assert "not clearly" in text and "SimCLR (+5.00 pp, n = 2" in text
@@ -373,7 +375,7 @@ def test_all_above_floor_is_said(tmp_path):
     for seed, (knn, base) in enumerate(((40.0, 25.0), (42.0, 26.0), (41.0, 24.0))):
         make_run(runs, "emim", seed, knn)
         make_run(runs, "random", seed, base)
-    report.write_report(runs, tmp_path / "out")
+    render.write_report(runs, tmp_path / "out")
     assert "Every method's mean kNN acc@1 is clearly above the random-init floor" in (
         (tmp_path / "out" / "report.md").read_text()
     )
@@ -382,14 +384,14 @@ def test_all_above_floor_is_said(tmp_path):
 def test_sweep_notes_become_a_notes_section_one_paragraph_each(tmp_path):
     runs = tmp_path / "runs"
     make_run(runs, "emim", 0, 40.0)
-    report.write_report(runs, tmp_path / "out", notes="BYOL sits at the floor\nbecause.\n\nSecond.")
+    render.write_report(runs, tmp_path / "out", notes="BYOL sits at the floor\nbecause.\n\nSecond.")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Sweep notes\n\nBYOL sits at the floor because.\n\nSecond.\n" in md
-    report.write_report(runs, tmp_path / "plain")
+    render.write_report(runs, tmp_path / "plain")
     assert "## Sweep notes" not in (tmp_path / "plain" / "report.md").read_text()
     failed_only = tmp_path / "failed_only"
     make_run(failed_only, "byol", 0, status="failed")
-    report.write_report(failed_only, tmp_path / "f", notes="Why nothing finished.")
+    render.write_report(failed_only, tmp_path / "f", notes="Why nothing finished.")
     md = (tmp_path / "f" / "report.md").read_text()
     assert "No run finished" in md and "## Sweep notes\n\nWhy nothing finished.\n" in md
 
@@ -398,12 +400,12 @@ def test_published_number_beside_ours_for_the_cifar_recipe(tmp_path):
     runs = tmp_path / "runs"
     for method in ("emim", "simclr"):
         make_run(runs, method, 0, 85.0, online=89.5, epochs=1000, train_size=None)
-    table = report.published_comparison(report.method_summary(report.collect_runs(runs)))
+    table = published.published_comparison(report_stats.method_summary(collect.collect_runs(runs)))
     simclr = table.set_index("method").loc["simclr"]
     assert simclr["published"] == 90.74
     assert simclr["difference"] == pytest.approx(89.5 - 90.74)
     assert math.isnan(table.set_index("method").loc["emim", "published"])
-    report.write_report(runs, tmp_path / "out")
+    render.write_report(runs, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     section = md.split("## Published numbers")[1].split("\n## ")[0]
     simclr_line = next(line for line in section.splitlines() if "| SimCLR |" in line)
@@ -413,8 +415,10 @@ def test_published_number_beside_ours_for_the_cifar_recipe(tmp_path):
 
 
 def test_cpu_budget_run_matches_no_published_setting(sweep, tmp_path):
-    assert report.published_comparison(report.method_summary(report.collect_runs(sweep))).empty
-    report.write_report(sweep, tmp_path / "out")
+    assert published.published_comparison(
+        report_stats.method_summary(collect.collect_runs(sweep))
+    ).empty
+    render.write_report(sweep, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "matches no published one" in md and "budget cpu" in md
     assert "90.74" not in md
@@ -425,7 +429,7 @@ def test_differing_versions_are_noted(tmp_path):
     make_run(runs, "emim", 0, 40.0)
     other = {"torch": "2.15.0", "git_commit": "def456"}
     make_run(runs, "simclr", 0, 38.0, versions=other)
-    report.write_report(runs, tmp_path / "out")
+    render.write_report(runs, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "**differs**" in md and "`2.15.0` (1 runs)" in md
 

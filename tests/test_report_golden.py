@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from emim_bench.report import write_report
+from emim_bench.report.render import write_report
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNS = FIXTURES / "report_runs"

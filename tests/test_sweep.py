@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emim_bench import pretrain, sweep
 from emim_bench.cli import main
+from emim_bench.run import directory as run_directory
+from emim_bench.sweep import file as sweep_file
+from emim_bench.sweep import plan as sweep_plan
 
 REPO = Path(__file__).parents[1]
 
@@ -42,10 +44,17 @@ def test_smoke_sweep_runs_four_runs_and_writes_a_report(tmp_path, capsys, cifar1
     assert code == 0
     out = capsys.readouterr().out
     assert "sweep smoke: 4 runs: 4 done, 0 failed, 0 partial, 0 to do" in out.splitlines()[-1]
-    results = sorted((tmp_path / "smoke").glob(f"*/{pretrain.RESULTS_FILE}"))
+    results = sorted((tmp_path / "smoke").glob(f"*/{run_directory.RESULTS_FILE}"))
     assert len(results) == 4
     assert {json.loads(p.read_text())["method"] for p in results} == {"emim", "simclr"}
     assert (report_dir / "report.html").is_file() and (report_dir / "results.csv").is_file()
+    # Hydra got each run's overrides as a job of their own, and composed the planned config
+    planned = sweep_plan.plan(
+        sweep_file.load_sweep(REPO / "sweeps" / "smoke.yaml"), [f"runs_root={tmp_path}"]
+    )
+    jobs = yaml.safe_load((tmp_path / "smoke" / ".hydra" / "plan.yaml").read_text())["jobs"]
+    assert jobs == [r.overrides for r in planned]
+    assert {p.parent.name for p in results} == {r.run_id for r in planned}
 
     # the same sweep again: everything is done, nothing is re-run
     stamps = [p.stat().st_mtime_ns for p in results]
@@ -121,7 +130,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, cifar1
     assert "rmsprop not in (sgd, adam, adamw)" in out  # solo-learn's own error, at fit time
     states = {
         r.choices["optim.optimizer"]: r.state
-        for r in sweep.plan(sweep.load_sweep(spec), [f"runs_root={tmp_path / 'runs'}"])
+        for r in sweep_plan.plan(sweep_file.load_sweep(spec), [f"runs_root={tmp_path / 'runs'}"])
     }
     assert states == {"sgd": "done", "rmsprop": "failed"}
 
@@ -141,7 +150,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_np
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if len(list((tmp_path / "smoke").glob(f"*/{pretrain.RESULTS_FILE}"))) >= 2:
+        if len(list((tmp_path / "smoke").glob(f"*/{run_directory.RESULTS_FILE}"))) >= 2:
             break
         time.sleep(0.2)
     assert process.poll() is None, "the sweep ended before it could be killed"
@@ -186,9 +195,9 @@ def test_sweep_notes_are_read_as_markdown_text(tmp_path):
     path.write_text(
         "name: x\ngrid: {method: [emim]}\nnotes: |\n  First line\n  goes on.\n\n  Second.\n"
     )
-    assert sweep.load_sweep(path).notes == "First line\ngoes on.\n\nSecond."
+    assert sweep_file.load_sweep(path).notes == "First line\ngoes on.\n\nSecond."
     path.write_text("name: x\ngrid: {method: [emim]}\n")
-    assert sweep.load_sweep(path).notes == ""
+    assert sweep_file.load_sweep(path).notes == ""
 
 
 def test_missing_sweep_file_exits_2(tmp_path, capsys):
@@ -207,9 +216,9 @@ def test_shipped_sweeps_compose(tmp_path):
         "smoke",
     ]
     for name in names:
-        spec = sweep.load_sweep(REPO / "sweeps" / f"{name}.yaml")
+        spec = sweep_file.load_sweep(REPO / "sweeps" / f"{name}.yaml")
         assert spec.name == name
-        runs = sweep.plan(spec, [f"runs_root={tmp_path}"])
+        runs = sweep_plan.plan(spec, [f"runs_root={tmp_path}"])
         assert len({r.run_id for r in runs}) == len(runs)
         if name != "smoke":
             assert set(spec.grid["method"]) == {

@@ -1,0 +1,302 @@
+"""Reading a sweep's run directories into one table: a row per run, whatever its state."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from emim_bench.report.labels import method_order
+from emim_bench.run.directory import (
+    CURVE_FILE,
+    FAILED_FILE,
+    LAST_CHECKPOINT,
+    RESULTS_FILE,
+    read_curve,
+)
+
+# Every metric results.json may hold (percent); others found in a run are appended.
+METRICS = (
+    "knn_acc1_k20",
+    "knn_acc5_k20",
+    "knn_acc1_k200",
+    "knn_acc5_k200",
+    "linear_acc1",
+    "linear_acc5",
+    "online_acc1",
+    "online_acc5",
+)
+TRAIN_FIELDS = ("wall_time_s", "steps", "images_per_s", "peak_rss_bytes", "peak_gpu_memory_bytes")
+VERSION_FIELDS = (
+    "python",
+    "torch",
+    "torchvision",
+    "pytorch_lightning",
+    "solo_learn",
+    "emim_bench",
+    "git_commit",
+)
+_RUN_ID = re.compile(
+    r"^(?P<method>[^-]+)-(?P<dataset>[^-]+)-(?P<backbone>[^-]+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})$"
+)
+
+
+class ReportError(ValueError):
+    """A report cannot be made (no such folder, no run in it); the message is one line."""
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / name).exists()
+        for name in (RESULTS_FILE, FAILED_FILE, "config.yaml", "checkpoints", CURVE_FILE)
+    )
+
+
+def run_dirs(runs_dir: Path) -> list[Path]:
+    if _is_run_dir(runs_dir) and (runs_dir / "config.yaml").is_file():
+        return [runs_dir]  # RUNS_DIR is itself one run
+    return sorted(p for p in runs_dir.iterdir() if not p.name.startswith(".") and _is_run_dir(p))
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _read_config(run: Path) -> dict:
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _get(d: dict | None, *keys, default=None):
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return default if d is None else d
+
+
+def setting_label(dataset, backbone, epochs, train_size=None) -> str:
+    """``"cifar10 · resnet18 · 3 epochs · 2000 training images"``: what makes runs comparable."""
+    parts = [str(dataset or "?"), str(backbone or "?")]
+    parts.append(f"{int(epochs)} epochs" if present(epochs) else "? epochs")
+    if present(train_size):
+        parts.append(f"{int(train_size)} training images")
+    return " · ".join(parts)
+
+
+def _plain(value) -> str | None:
+    """``1.0`` -> ``"1"``, ``"auto"`` -> ``"auto"``, missing -> None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _base_row(run_id: str, cfg: dict) -> dict:
+    """The identifying fields of a run from its config (or, lacking one, its run id)."""
+    parsed = _RUN_ID.match(run_id)
+    guess = parsed.groupdict() if parsed else {}
+    return {
+        "run_id": run_id,
+        "sweep": _get(cfg, "sweep"),
+        "method": _get(cfg, "method", "name", default=guess.get("method")),
+        "dataset": _get(cfg, "data", "name", default=guess.get("dataset")),
+        "backbone": _get(cfg, "backbone", "name", default=guess.get("backbone")),
+        "seed": _get(cfg, "seed", default=int(guess["seed"]) if guess else None),
+        "epochs": _get(cfg, "epochs"),
+        "batch_size": _get(cfg, "batch_size"),
+        "train_size": _get(cfg, "data", "train_size"),
+        "budget": _get(cfg, "budget_name"),
+        "accelerator": _get(cfg, "trainer", "accelerator"),
+        "devices": _get(cfg, "trainer", "devices"),
+        "precision": _get(cfg, "trainer", "precision"),
+    }
+
+
+def _read_run(run: Path) -> dict:
+    """One row of :func:`collect_runs` for the run directory ``run``."""
+    results_path, failed_path = run / RESULTS_FILE, run / FAILED_FILE
+    results, unreadable = None, None
+    if results_path.is_file():
+        try:
+            results = _read_json(results_path)
+        except (OSError, ValueError) as error:
+            unreadable = f"unreadable {RESULTS_FILE}: {error}"
+    if unreadable:
+        row = _base_row(run.name, _read_config(run))
+        row.update(status="failed", detail=unreadable)
+    elif results is not None:
+        cfg = results.get("config") or _read_config(run)
+        row = _base_row(results.get("run_id", run.name), cfg)
+        for key in ("method", "dataset", "backbone", "seed", "epochs", "batch_size"):
+            if results.get(key) is not None:
+                row[key] = results[key]
+        row.update(status="done", detail="")
+        row.update({k: v for k, v in (results.get("metrics") or {}).items()})
+        row.update({k: (results.get("train") or {}).get(k) for k in TRAIN_FIELDS})
+        versions = results.get("versions") or {}
+        row.update({f"version_{k}": versions.get(k) for k in VERSION_FIELDS})
+        row.update(started_utc=results.get("started_utc"), finished_utc=results.get("finished_utc"))
+    elif failed_path.is_file():
+        row = _base_row(run.name, _read_config(run))
+        try:
+            failed = _read_json(failed_path)
+            error = failed.get("error") or "(no error message)"
+            row.update(started_utc=failed.get("started_utc"), finished_utc=failed.get("failed_utc"))
+        except (OSError, ValueError) as exc:
+            error = f"unreadable {FAILED_FILE}: {exc}"
+        row.update(status="failed", detail=error)
+        if (run / LAST_CHECKPOINT).is_file():
+            row["detail"] += " (last good checkpoint kept)"
+    elif (run / LAST_CHECKPOINT).is_file():
+        row = _base_row(run.name, _read_config(run))
+        row.update(status="partial", detail="checkpoint without results (interrupted or running)")
+    else:
+        row = _base_row(run.name, _read_config(run))
+        row.update(
+            status="missing",
+            detail="run directory without checkpoint or results (killed in its first epoch, "
+            "or running)",
+        )
+    curve = run / CURVE_FILE
+    if curve.is_file():
+        try:
+            c = read_curve(curve)
+            row["curve_epochs"] = int(c["epoch"].max()) if len(c) else 0
+            row["curve_wall_s"] = float(c["wall_s"].iloc[-1]) if len(c) else math.nan
+        except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
+            row["detail"] = f"{row.get('detail', '')} [unreadable {CURVE_FILE}: {error}]".strip()
+    if row["status"] == "partial" and present(row.get("curve_epochs")):
+        total = f" of {int(row['epochs'])}" if present(row.get("epochs")) else ""
+        row["detail"] += f"; curve reaches epoch {row['curve_epochs']}{total}"
+    row["starts"] = len(list((run / "logs").glob("version_*"))) if (run / "logs").is_dir() else 0
+    row["path"] = str(run)
+    return row
+
+
+def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per run of a sweep folder, whatever its state.
+
+    Args:
+        runs_dir: the sweep folder holding ``<run_id>/`` run directories (or one run
+            directory itself).
+        expected: run ids of the sweep plan; those without a directory are added with
+            status ``missing``. Directories not in the plan are kept all the same.
+
+    Returns:
+        Columns ``run_id, sweep, method, dataset, backbone, seed, epochs, batch_size,
+        train_size, budget, accelerator, devices, precision, status, detail`` (status is
+        ``done``, ``failed`` (detail: the error), ``partial`` (a checkpoint without
+        results) or ``missing``), ``setting`` (:func:`setting_label`), every metric of
+        ``results.json`` (percent, NaN when absent), the training statistics
+        ``wall_time_s`` (s), ``steps``, ``images_per_s``, ``peak_rss_bytes``,
+        ``peak_gpu_memory_bytes`` (bytes), ``version_*``, ``started_utc``,
+        ``finished_utc``, ``curve_epochs`` and ``curve_wall_s`` (last row of curve.csv),
+        ``starts`` (Lightning log versions: 2 or more means the run was resumed) and
+        ``path``. Sorted by setting, method order (:func:`method_order`), then seed.
+
+    Raises:
+        ReportError: ``runs_dir`` does not exist or is not a folder.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise ReportError(f"RUNS_DIR {runs_dir} does not exist or is not a folder")
+    rows = [_read_run(run) for run in run_dirs(runs_dir)]
+    seen = {row["run_id"] for row in rows} | {Path(row["path"]).name for row in rows}
+    for run_id in expected or ():
+        if run_id not in seen:
+            row = _base_row(run_id, {})
+            row.update(status="missing", detail="not started (no run directory)", starts=0)
+            row["path"] = str(runs_dir / run_id)
+            rows.append(row)
+    columns = [
+        "run_id",
+        "sweep",
+        "method",
+        "dataset",
+        "backbone",
+        "seed",
+        "epochs",
+        "batch_size",
+        "train_size",
+        "budget",
+        "accelerator",
+        "devices",
+        "precision",
+        "status",
+        "detail",
+        "setting",
+    ]
+    found = [k for row in rows for k in row if k not in columns]
+    metric_cols = list(METRICS) + sorted(
+        {k for k in found if re.match(r"^(knn|linear|online)_acc", k) and k not in METRICS}
+    )
+    columns += metric_cols + list(TRAIN_FIELDS) + [f"version_{k}" for k in VERSION_FIELDS]
+    columns += ["started_utc", "finished_utc", "curve_epochs", "curve_wall_s", "starts", "path"]
+    df = pd.DataFrame(rows).reindex(columns=columns)
+    if df.empty:
+        return df
+    df["setting"] = [
+        setting_label(r.dataset, r.backbone, r.epochs, r.train_size) for r in df.itertuples()
+    ]
+    for col in metric_cols + ["wall_time_s", "images_per_s", "curve_wall_s"]:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in ("seed", "epochs", "batch_size", "train_size", "steps", "starts", "curve_epochs"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    for col in ("peak_rss_bytes", "peak_gpu_memory_bytes"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    for col in ("devices", "precision"):  # 1 or "auto", 32 or "16-mixed": kept as text
+        df[col] = df[col].map(_plain).astype(object)
+    rank = {m: i for i, m in enumerate(method_order(df["method"].dropna()))}
+    df["_rank"] = df["method"].map(rank).fillna(len(rank))
+    df = df.sort_values(["setting", "_rank", "seed", "run_id"], na_position="last")
+    return df.drop(columns="_rank").reset_index(drop=True)
+
+
+def collect_curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch curves of the runs of ``runs`` (a :func:`collect_runs` frame), stacked.
+
+    Returns:
+        Long frame: ``run_id, method, seed, setting, status`` plus the curve.csv
+        columns (``epoch``, ``step``, ``wall_s`` in seconds, ``knn_acc1`` in percent,
+        losses, ...). Runs without a readable curve contribute nothing.
+    """
+    frames = []
+    for r in runs.itertuples():
+        path = Path(r.path) / CURVE_FILE
+        if not path.is_file():
+            continue
+        try:
+            curve = read_curve(path)
+        except (OSError, ValueError, KeyError, pd.errors.ParserError):
+            continue
+        curve.insert(0, "status", r.status)
+        curve.insert(0, "setting", r.setting)
+        curve.insert(0, "seed", r.seed)
+        curve.insert(0, "method", r.method)
+        curve.insert(0, "run_id", r.run_id)
+        frames.append(curve)
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "method", "seed", "setting", "epoch", "wall_s"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def done_runs(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "done"]
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if re.match(r"^(knn|linear|online)_acc", c)]

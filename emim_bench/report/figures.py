@@ -1,0 +1,248 @@
+"""The report's figures (seaborn): accuracy per method, kNN curves, throughput and memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from emim_bench.report.collect import done_runs
+from emim_bench.report.labels import HEADLINE_METRICS, METRIC_LABELS, method_label, method_order
+from emim_bench.report.published import PUBLISHED_ONLINE_ACC1
+
+FIGURES = ("accuracy.png", "knn_vs_epoch.png", "knn_vs_time.png", "throughput.png")
+_STYLE = dict(style="whitegrid")
+
+
+def _palette(methods: Sequence[str]) -> dict[str, tuple]:
+    colours = sns.color_palette("tab10", 10)
+    order = ["emim", "simclr", "byol", "barlow_twins", "vicreg"]
+    extra = [m for m in methods if m not in order and m != "random"]
+    palette = {m: colours[i % 10] for i, m in enumerate(order + extra)}
+    palette["random"] = (0.45, 0.45, 0.45)
+    return palette
+
+
+def _axes_grid(n_rows: int, n_cols: int, width: float, height: float):
+    fig = Figure(figsize=(width * n_cols, height * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110, format="png")
+    return path
+
+
+def floor_means(done: pd.DataFrame, setting: str) -> dict[str, float]:
+    floor = done[(done["setting"] == setting) & (done["method"] == "random")]
+    return {m: float(floor[m].mean()) for m in HEADLINE_METRICS if floor[m].notna().any()}
+
+
+def accuracy_figure(df: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path | None:
+    done = done_runs(df)
+    trained = summary[summary["method"] != "random"]
+    settings = list(trained["setting"].drop_duplicates())
+    if not settings:
+        return None
+    metric_colours = dict(zip(HEADLINE_METRICS, sns.color_palette("deep", 3)))
+    with sns.axes_style(**_STYLE):
+        fig, axes = _axes_grid(len(settings), 1, 11.5, 4.6)
+        for ax, setting in zip(axes[:, 0], settings):
+            rows = summary[(summary["setting"] == setting) & (summary["method"] != "random")]
+            methods = list(rows["method"])
+            x = np.arange(len(methods))
+            metrics = [
+                m
+                for m in HEADLINE_METRICS
+                if f"{m}_mean" in rows and rows[f"{m}_mean"].notna().any()
+            ]
+            width = 0.8 / max(len(metrics), 1)
+            for i, metric in enumerate(metrics):
+                means = rows[f"{metric}_mean"].to_numpy(float)
+                half = (rows[f"{metric}_ci_high"] - rows[f"{metric}_mean"]).to_numpy(float)
+                offset = (i - (len(metrics) - 1) / 2) * width
+                ax.bar(
+                    x + offset,
+                    means,
+                    width * 0.92,
+                    yerr=np.where(np.isnan(half), 0, half),
+                    capsize=3,
+                    color=metric_colours[metric],
+                    label=METRIC_LABELS[metric],
+                    error_kw={"elinewidth": 1.2},
+                )
+                # every seed as a dot, so n = 1 and n = 2 read honestly
+                for j, method in enumerate(methods):
+                    vals = done[(done["setting"] == setting) & (done["method"] == method)][metric]
+                    vals = vals.dropna().to_numpy(float)
+                    ax.scatter(
+                        np.full(len(vals), x[j] + offset),
+                        vals,
+                        s=10,
+                        color="black",
+                        alpha=0.6,
+                        zorder=3,
+                        linewidths=0,
+                    )
+            first = rows.iloc[0]
+            key = (first["dataset"], first["backbone"], first["epochs"])
+            published = PUBLISHED_ONLINE_ACC1.get(key, {})
+            if "online_acc1" in metrics and any(m in published for m in methods):
+                offset = (metrics.index("online_acc1") - (len(metrics) - 1) / 2) * width
+                points = [(j, published[m]) for j, m in enumerate(methods) if m in published]
+                ax.scatter(
+                    [x[j] + offset for j, _ in points],
+                    [v for _, v in points],
+                    marker="*",
+                    s=120,
+                    color="gold",
+                    edgecolors="black",
+                    zorder=4,
+                    label="published online acc@1 (solo-learn README)",
+                )
+            for metric, value in floor_means(done, setting).items():
+                if metric in metrics:
+                    ax.axhline(
+                        value,
+                        ls="--",
+                        lw=1.4,
+                        color=metric_colours[metric],
+                        label=f"random-init floor, {METRIC_LABELS[metric]}: {value:.1f}%",
+                    )
+            n_labels = [f"{method_label(m)}\n(n={int(n)})" for m, n in zip(methods, rows["n_runs"])]
+            ax.set_xticks(x, n_labels)
+            ax.set_ylabel("accuracy (%)")
+            ax.set_xlabel("method (n = finished seeds)")
+            ax.set_title(f"{setting}\nmean with 95% t-interval over seeds (dots: single seeds)")
+            top = np.nanmax(
+                np.r_[
+                    rows[[f"{m}_ci_high" for m in metrics]].to_numpy(float).ravel(),
+                    rows[[f"{m}_mean" for m in metrics]].to_numpy(float).ravel(),
+                    1.0,
+                ]
+            )
+            ax.set_ylim(0, min(100, top * 1.08 + 2))
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=True)
+    return _save(fig, path)
+
+
+def _time_unit(seconds_max: float) -> tuple[str, float]:
+    if seconds_max < 300:
+        return "s", 1.0
+    if seconds_max < 3 * 3600:
+        return "min", 60.0
+    return "h", 3600.0
+
+
+def curve_figure(curves: pd.DataFrame, done: pd.DataFrame, x: str, path: Path) -> Path | None:
+    """kNN acc@1 (k=20) of the per-epoch monitor against ``x`` (``epoch`` or ``wall_s``)."""
+    if curves.empty or "knn_acc1" not in curves or curves["knn_acc1"].notna().sum() == 0:
+        return None
+    curves = curves[curves["knn_acc1"].notna()]
+    settings = list(curves["setting"].drop_duplicates())
+    palette = _palette(method_order(curves["method"]))
+    unit, scale = _time_unit(float(curves["wall_s"].max())) if x == "wall_s" else ("", 1.0)
+    with sns.axes_style(**_STYLE):
+        fig, axes = _axes_grid(len(settings), 1, 8.5, 4.4)
+        for ax, setting in zip(axes[:, 0], settings):
+            in_setting = curves[curves["setting"] == setting]
+            for method in method_order(in_setting["method"]):
+                runs = in_setting[in_setting["method"] == method]
+                colour = palette.get(method)
+                for _, run in runs.groupby("run_id"):
+                    ax.plot(run[x] / scale, run["knn_acc1"], color=colour, alpha=0.3, lw=1)
+                mean = runs.groupby("epoch")[[x, "knn_acc1"]].mean().reset_index(drop=True)
+                n = runs["run_id"].nunique()
+                ax.plot(
+                    mean[x] / scale,
+                    mean["knn_acc1"],
+                    color=colour,
+                    lw=2.2,
+                    marker="o",
+                    ms=4,
+                    label=f"{method_label(method)} ({n} run)"
+                    if n == 1
+                    else f"{method_label(method)} (mean of {n})",
+                )
+            floor = floor_means(done, setting).get("knn_acc1_k20")
+            if floor is not None:
+                ax.axhline(
+                    floor,
+                    ls="--",
+                    color=palette["random"],
+                    lw=1.4,
+                    label=f"random-init floor: {floor:.1f}%",
+                )
+            if x == "epoch":
+                ax.set_xlabel("epoch")
+                ax.xaxis.get_major_locator().set_params(integer=True)
+            else:
+                ax.set_xlabel(f"training wall-clock time ({unit}; kNN monitoring excluded)")
+                ax.set_xlim(left=0)
+            ax.set_ylabel("kNN acc@1, k=20 (%)")
+            ax.set_title(f"{setting}\nkNN accuracy during training (thick: mean; thin: seeds)")
+            ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def throughput_figure(df: pd.DataFrame, path: Path) -> Path | None:
+    done = done_runs(df)
+    done = done[done["images_per_s"].notna() & (done["method"] != "random")]
+    if done.empty:
+        return None
+    settings = list(done["setting"].drop_duplicates())
+    palette = _palette(method_order(done["method"]))
+    gpu = done["peak_gpu_memory_bytes"].notna().any()
+    mem_col = "peak_gpu_memory_bytes" if gpu else "peak_rss_bytes"
+    mem_max = float(pd.to_numeric(done[mem_col], errors="coerce").max() or 0)
+    mem_unit, mem_scale = ("GiB", 2.0**30) if mem_max >= 2**30 else ("MiB", 2.0**20)
+    with sns.axes_style(**_STYLE):
+        fig, axes = _axes_grid(len(settings), 2, 5.2, 4.0)
+        for (ax_speed, ax_mem), setting in zip(axes, settings):
+            rows = done[done["setting"] == setting].copy()
+            order = method_order(rows["method"])
+            rows["name"] = rows["method"].map(method_label)
+            rows["memory"] = pd.to_numeric(rows[mem_col], errors="coerce").astype(float) / mem_scale
+            names = [method_label(m) for m in order]
+            colours = {method_label(m): palette[m] for m in order}
+            for ax, col, label in (
+                (ax_speed, "images_per_s", "throughput (source images/s)"),
+                (ax_mem, "memory", f"peak {'GPU' if gpu else 'process RSS'} memory ({mem_unit})"),
+            ):
+                if rows[col].notna().sum() == 0:
+                    ax.set_axis_off()
+                    continue
+                sns.barplot(
+                    data=rows,
+                    x="name",
+                    y=col,
+                    hue="name",
+                    order=names,
+                    hue_order=names,
+                    palette=colours,
+                    errorbar=None,
+                    ax=ax,
+                    legend=False,
+                    alpha=0.85,
+                )
+                sns.stripplot(
+                    data=rows,
+                    x="name",
+                    y=col,
+                    order=names,
+                    color="black",
+                    size=4,
+                    ax=ax,
+                    alpha=0.7,
+                )
+                ax.set_xlabel("method (bar: mean; dots: seeds)")
+                ax.set_ylabel(label)
+                ax.tick_params(axis="x", labelrotation=20)
+            ax_speed.set_title(f"{setting}\ntraining throughput", fontsize=10)
+            ax_mem.set_title(f"{setting}\npeak memory", fontsize=10)
+    return _save(fig, path)

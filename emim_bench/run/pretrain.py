@@ -1,0 +1,170 @@
+"""One run from config to ``results.json``: solo-learn method, Lightning fit, offline evaluation."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from solo.methods import METHODS
+from torch.utils.data import DataLoader
+
+from emim_bench import config, data
+from emim_bench.methods import build_method
+from emim_bench.run.directory import (
+    CURVE_FILE,
+    FAILED_FILE,
+    LAST_CHECKPOINT,
+    RESULTS_FILE,
+    write_json_atomic,
+)
+from emim_bench.run.evaluation import EvalSets, offline_metrics
+from emim_bench.run.identity import run_dir, run_id
+from emim_bench.run.results import (
+    headline,
+    logged_metric,
+    reset_peak_memory,
+    results_record,
+    utc_now,
+    versions,
+)
+from emim_bench.run.trainer import (
+    EpochCurve,
+    NonFiniteLossError,
+    make_trainer,
+    method_kwargs,
+    pretrain_loader,
+)
+
+
+def run(cfg: DictConfig) -> dict | None:
+    """Pretrain one configured method, evaluate it offline and write its run directory.
+
+    The run directory (:func:`run_dir`) receives ``config.yaml`` (resolved),
+    ``checkpoints/last.ckpt``, ``logs/version_<n>/metrics.csv`` (Lightning's CSV log per start),
+    ``curve.csv`` (one row per epoch) and, last and atomically,
+    ``results.json``. A run with ``results.json`` is done and is not repeated
+    unless ``force``; one with a checkpoint and no results resumes from it.
+
+    Returns:
+        The results dict, or the existing one when the run was already done.
+
+    Raises:
+        ConfigError: a GPU trainer without a visible GPU.
+        DatasetNotFoundError: before any model is built.
+        NonFiniteLossError: the loss became NaN/inf; ``failed.json`` names the
+            step and the last good checkpoint is kept.
+    """
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        raise config.ConfigError("trainer uses a GPU but none is visible; use trainer=cpu")
+    root = data.data_root(cfg.data_root)
+    data.check_available(cfg.data, root)
+    out = run_dir(cfg)
+    results_path = out / RESULTS_FILE
+    if results_path.is_file() and not cfg.force:
+        print(f"{run_id(cfg)}: already done, results in {results_path} (force=true to redo)")
+        return json.loads(results_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    versions()  # read the commit now, while the checkout still holds the code being run
+    (out / FAILED_FILE).unlink(missing_ok=True)
+    if cfg.force:
+        for stale in (results_path, out / CURVE_FILE, out / LAST_CHECKPOINT):
+            stale.unlink(missing_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    started = utc_now()
+    try:
+        results = _pretrain_and_evaluate(cfg, root, out)
+    except Exception as error:
+        write_json_atomic(
+            out / FAILED_FILE,
+            {
+                "status": "failed",
+                "run_id": run_id(cfg),
+                "error": f"{type(error).__name__}: {error}",
+                "started_utc": started,
+                "failed_utc": utc_now(),
+            },
+        )
+        raise
+    results.update(started_utc=started, finished_utc=utc_now())
+    write_json_atomic(results_path, results)
+    print(f"{run_id(cfg)}: done ({headline(results['metrics'])}), results in {results_path}")
+    return results
+
+
+def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict:
+    reset_peak_memory()
+    pl.seed_everything(cfg.seed, workers=True)
+    eval_sets = EvalSets(cfg, root)
+    num_classes = cfg.data.num_classes or int(data.labels_of(eval_sets.train).max()) + 1
+    trainer = make_trainer(cfg, out, eval_sets)
+    kwargs = method_kwargs(cfg, num_classes, trainer.world_size)
+    train_s, steps = 0.0, 0
+    if cfg.method.name == "random":
+        method = METHODS["base"](**kwargs)  # an untrained backbone: the floor
+    else:
+        method = build_method(cfg.method.name, **kwargs)
+        pretrain_set = data.balanced_subset_of(
+            data.open_split(
+                cfg.data,
+                root,
+                "pretrain",
+                data.pretrain_transform(cfg.data.kind, cfg.method.augmentation, cfg.data.crop_size),
+            ),
+            cfg.data.train_size,
+            cfg.seed,
+        )
+        loader = pretrain_loader(pretrain_set, cfg.batch_size, cfg.trainer.num_workers, cfg.seed)
+        resume = out / LAST_CHECKPOINT
+        start_step = _checkpoint_step(resume)
+        tic = time.perf_counter()
+        trainer.fit(
+            method,
+            loader,
+            DataLoader(
+                eval_sets.test, batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers
+            ),
+            ckpt_path=str(resume) if resume.is_file() else None,
+        )
+        curve = next(c for c in trainer.callbacks if isinstance(c, EpochCurve))
+        train_s = time.perf_counter() - tic - curve.knn_s  # kNN monitoring is not training
+        steps = trainer.global_step - start_step
+    metrics = offline_metrics(cfg, method.encoder.to(_device(trainer)), eval_sets, num_classes)
+    if cfg.method.name != "random":
+        metrics["online_acc1"] = logged_metric(trainer, "val_acc1")
+        metrics["online_acc5"] = logged_metric(trainer, "val_acc5")
+    return results_record(cfg, trainer, metrics, train_s, steps, out)
+
+
+def _device(trainer: pl.Trainer) -> torch.device:
+    return trainer.strategy.root_device
+
+
+def _checkpoint_step(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def run_or_report(cfg: DictConfig) -> int:
+    """:func:`run`, turning the errors a user can fix into a one-line message and an exit code.
+
+    Returns:
+        0 on success; 2 for a missing GPU or dataset; 1 for a failed run (``failed.json`` says
+        why).
+    """
+    try:
+        run(cfg)
+    except (config.ConfigError, data.DatasetNotFoundError) as error:
+        print(f"emim-bench pretrain: error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"emim-bench pretrain: run failed: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,250 @@
+"""The Lightning side of a run: the pretraining loader, the method's kwargs, the Trainer and
+its callbacks (per-epoch curve with kNN monitor, non-finite loss guard, atomic checkpoints)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
+from solo.methods.base import BaseMethod
+from torch.utils.data import DataLoader, Dataset
+
+from emim_bench import evaluate
+from emim_bench.data import IndexedDataset
+from emim_bench.run.directory import CURVE_FILE, read_curve
+from emim_bench.run.evaluation import EvalSets
+from emim_bench.run.identity import run_id
+
+
+def pretrain_loader(
+    dataset: Dataset, batch_size: int, num_workers: int = 0, seed: int = 0
+) -> DataLoader:
+    """Shuffled loader of ``(index, [view1, view2], label)`` batches, dropping the last partial one.
+
+    ``dataset`` returns ``(views, label)``; the index that solo-learn's
+    ``training_step`` expects is added here.
+
+    Shuffling uses its own generator seeded with ``seed``, so the batch order is
+    reproducible. ``drop_last`` keeps every batch at ``batch_size``, which the
+    batch statistics of Barlow Twins, VICReg and EMIM assume.
+    """
+    return DataLoader(
+        IndexedDataset(dataset),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+    )
+
+
+def fit(
+    method: BaseMethod,
+    loader: DataLoader,
+    root_dir: str | Path,
+    max_steps: int = -1,
+    max_epochs: int | None = None,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    ckpt_path: str | Path | None = None,
+    **trainer_kwargs,
+) -> pl.Trainer:
+    """Fit ``method`` on ``loader`` with a Lightning Trainer; checkpoints go under ``root_dir``.
+
+    Args:
+        max_steps: optimizer steps to stop after (-1: no limit).
+        max_epochs: epochs to stop after (None: Lightning's default, 1000 epochs,
+            unless ``max_steps`` stops first).
+        ckpt_path: a Lightning checkpoint to resume from (weights, optimizer,
+            scheduler and step count), or None to start fresh.
+        **trainer_kwargs: passed to :class:`pytorch_lightning.Trainer` (logger,
+            callbacks, precision, ...). By default no logger and no progress bar.
+
+    Returns:
+        The trainer after ``fit``, e.g. for ``trainer.global_step`` or
+        ``trainer.checkpoint_callback.last_model_path``.
+    """
+    trainer_kwargs.setdefault("logger", False)
+    trainer_kwargs.setdefault("enable_progress_bar", False)
+    trainer_kwargs.setdefault("enable_model_summary", False)
+    trainer = pl.Trainer(
+        default_root_dir=str(root_dir),
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        **trainer_kwargs,
+    )
+    trainer.fit(method, loader, ckpt_path=None if ckpt_path is None else str(ckpt_path))
+    return trainer
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the step."""
+
+
+def method_kwargs(cfg: DictConfig, num_classes: int, world_size: int = 1) -> dict:
+    """solo-learn constructor kwargs of the configured method.
+
+    The learning rate of the method config is for a total batch of 256 and is
+    scaled linearly by ``batch_size * world_size / 256``, as solo-learn does.
+    """
+    backbone_args = {
+        k: cfg.backbone[k]
+        for k in ("cifar", "zero_init_residual", "patch_size")
+        if k in cfg.backbone
+    }
+    return dict(
+        encoder=cfg.backbone.encoder,
+        num_classes=num_classes,
+        backbone_args=backbone_args,
+        max_epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        optimizer=cfg.optim.optimizer,
+        lars=cfg.optim.lars,
+        eta_lars=cfg.optim.eta_lars,
+        grad_clip_lars=cfg.optim.grad_clip_lars,
+        exclude_bias_n_norm=cfg.optim.exclude_bias_n_norm,
+        lr=cfg.method.lr * cfg.batch_size * world_size / 256,
+        weight_decay=cfg.method.weight_decay,
+        classifier_lr=cfg.optim.classifier_lr,
+        accumulate_grad_batches=1,
+        extra_optimizer_args={"momentum": cfg.optim.momentum}
+        if cfg.optim.optimizer == "sgd"
+        else {},
+        scheduler=_scheduler(cfg),
+        min_lr=cfg.optim.min_lr,
+        warmup_start_lr=cfg.optim.warmup_start_lr,
+        warmup_epochs=cfg.warmup_epochs,
+        num_large_crops=2,
+        num_small_crops=0,
+        **OmegaConf.to_container(cfg.method.kwargs, resolve=True),
+    )
+
+
+def _scheduler(cfg: DictConfig) -> str:
+    """solo-learn's scheduler name; "warmup_cosine" without warm-up epochs becomes "cosine".
+
+    lightning-bolts' LinearWarmupCosineAnnealingLR (solo's "warmup_cosine") sets
+    every learning rate to ``warmup_start_lr`` in epoch 0 and then updates it
+    multiplicatively; with ``warmup_epochs=0`` and ``warmup_start_lr=0`` the
+    learning rate therefore stays 0 for the whole run. torch's cosine schedule
+    starts at the base learning rates instead.
+    """
+    if cfg.optim.scheduler == "warmup_cosine" and cfg.warmup_epochs == 0:
+        return "cosine"
+    return cfg.optim.scheduler
+
+
+class EpochCurve(pl.Callback):
+    """Appends one row per epoch to ``curve.csv``: losses, online and kNN accuracy, wall time.
+
+    ``wall_s`` is training time (validation included, this callback's kNN
+    evaluation excluded) in seconds since the run started, across resumes.
+
+    Runs before the checkpoint of the epoch is written, so a killed run
+    repeats at most the last epoch (duplicate rows are resolved on reading,
+    keeping the last).
+    """
+
+    def __init__(self, path: Path, eval_sets: EvalSets, knn_every: int, knn_k: int, temperature):
+        self.path, self.eval_sets = path, eval_sets
+        self.knn_every, self.knn_k, self.temperature = knn_every, knn_k, temperature
+        self.offset_s = float(read_curve(path)["wall_s"].iloc[-1]) if path.is_file() else 0.0
+
+    def on_train_start(self, trainer, module):
+        self.started, self.knn_s = time.perf_counter(), 0.0
+
+    def on_train_epoch_end(self, trainer, module):
+        epoch, tic = trainer.current_epoch, time.perf_counter()
+        row = {"epoch": epoch + 1, "step": trainer.global_step}
+        row["wall_s"] = self.offset_s + tic - self.started - self.knn_s
+        for key, value in trainer.callback_metrics.items():
+            if key.endswith("_epoch") or key.startswith("val_"):
+                row[key.removesuffix("_epoch")] = float(value)
+        if self.knn_every and (
+            (epoch + 1) % self.knn_every == 0 or epoch + 1 == trainer.max_epochs
+        ):
+            feats = self.eval_sets.features(module.encoder)
+            row["knn_acc1"], row["knn_acc5"] = evaluate.knn_accuracy(
+                *feats, k=self.knn_k, temperature=self.temperature
+            )
+            self.knn_s += time.perf_counter() - tic
+        new = not self.path.is_file()
+        pd.DataFrame([row]).to_csv(self.path, mode="a", header=new, index=False)
+
+
+class _AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: a temporary file, then a rename.
+
+    Lightning 1.9 writes ``last.ckpt`` in place; a run killed during that write
+    would leave a truncated checkpoint that cannot be resumed from.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        tmp = Path(f"{path}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+class _NonFiniteLossGuard(pl.Callback):
+    """Stops training with :class:`NonFiniteLossError` at the first NaN/inf training loss.
+
+    Checked before the backward pass, so the weights never take the bad step.
+    """
+
+    def on_before_backward(self, trainer, module, loss):
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at step {trainer.global_step + 1} "
+                f"(epoch {trainer.current_epoch + 1}); lower the learning rate or check the data"
+            )
+
+
+def make_trainer(cfg: DictConfig, out: Path, eval_sets: EvalSets) -> pl.Trainer:
+    callbacks = [
+        _NonFiniteLossGuard(),
+        EpochCurve(
+            out / CURVE_FILE,
+            eval_sets,
+            cfg.knn_every_n_epochs,
+            cfg.eval.knn_k[0],
+            cfg.eval.knn_temperature,
+        ),
+        ModelCheckpoint(
+            dirpath=out / "checkpoints", save_last=True, save_top_k=0, save_on_train_epoch_end=True
+        ),
+    ]
+    loggers = [CSVLogger(str(out), name="logs")]  # logs/version_<n>/metrics.csv, one per (re)start
+    if cfg.logger == "tensorboard":
+        loggers.append(TensorBoardLogger(str(out), name="tensorboard", version=""))
+    elif cfg.logger == "wandb":
+        from pytorch_lightning.loggers import WandbLogger
+
+        loggers.append(WandbLogger(save_dir=str(out), offline=True, name=run_id(cfg)))
+    return pl.Trainer(
+        default_root_dir=str(out),
+        max_epochs=cfg.epochs,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        precision=cfg.trainer.precision,
+        strategy=cfg.trainer.strategy,
+        logger=loggers,
+        callbacks=callbacks,
+        plugins=[_AtomicCheckpointIO()],
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )

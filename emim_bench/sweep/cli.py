@@ -1,0 +1,78 @@
+"""``emim-bench sweep FILE [OVERRIDES]``: plan, launch, then the report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from emim_bench import config
+from emim_bench.run.directory import FAILED_FILE
+from emim_bench.sweep.file import LAUNCHERS, Sweep, SweepError, load_sweep
+from emim_bench.sweep.plan import PlannedRun, format_plan, plan, summary_line
+
+
+def register(subparsers) -> None:
+    """Add the ``sweep`` subcommand to the ``emim-bench`` parser."""
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run a sweep file (skips done runs, resumes partial ones), then report",
+        description="Plan and run every run of a sweep file; a report is written at the end.",
+    )
+    parser.add_argument("file", type=Path, help="sweep YAML, e.g. sweeps/smoke.yaml")
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides for every run, e.g. data.download=true"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+    parser.add_argument("--launcher", choices=list(LAUNCHERS), help="override the file's launcher")
+    parser.add_argument(
+        "--report-dir", type=Path, help="where the report goes (default: reports/<sweep name>)"
+    )
+    parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    parser.set_defaults(
+        handler=_sweep_command,
+        accepts_extra=lambda extra: all("=" in x and not x.startswith("-") for x in extra),
+    )
+
+
+def _sweep_command(args) -> int:
+    from emim_bench import data  # solo-learn's augmentations: not needed for --help
+    from emim_bench.sweep.launch import launch
+
+    try:
+        sweep = load_sweep(args.file)
+        runs = plan(sweep, args.overrides)
+        first = config.load(runs[0].overrides)
+        data.check_available(first.data, data.data_root(first.data_root))
+    except (SweepError, config.ConfigError, data.DatasetNotFoundError) as error:
+        print(f"emim-bench sweep: error: {error}", file=sys.stderr)
+        return 2
+    print(format_plan(sweep, runs))
+    if args.dry_run:
+        return 0
+    launch(sweep, [r for r in runs if r.state != "done"], args.launcher)
+    runs = plan(sweep, args.overrides)
+    for run in runs:
+        if run.state == "failed":
+            error = (run.run_dir / FAILED_FILE).read_text()
+            print(f"failed: {run.run_id}: {error.strip()}")
+    if not args.no_report:
+        _write_report(sweep, runs, args)
+    print(summary_line(sweep, runs))
+    return 0 if all(r.state == "done" for r in runs) else 1
+
+
+def _write_report(sweep: Sweep, runs: list[PlannedRun], args) -> None:
+    """Write ``reports/<sweep>/`` (or ``--report-dir``) and print its headline table."""
+    from emim_bench.report.collect import ReportError
+    from emim_bench.report.render import headline_table, render_report
+
+    out = args.report_dir or Path("reports") / sweep.name
+    command = " ".join(["emim-bench sweep", str(args.file), *args.overrides])
+    runs_dir, expected = runs[0].run_dir.parent, [r.run_id for r in runs]
+    try:
+        html, summary = render_report(runs_dir, out, command, expected, sweep.notes)
+    except ReportError as error:
+        print(f"emim-bench sweep: no report: {error}", file=sys.stderr)
+        return
+    print(headline_table(summary))
+    print(f"report: {html}")

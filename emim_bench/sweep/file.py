@@ -1,0 +1,116 @@
+"""The sweep file: read, validated, and expanded into each run's overrides (no torch)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from emim_bench import config
+
+LAUNCHERS = ("basic", "joblib", "submitit_slurm", "submitit_local")  # Hydra launcher plugins
+
+
+class SweepError(ValueError):
+    """A malformed sweep file; the message names the file, the key and the fix."""
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file."""
+
+    name: str
+    overrides: list[str]
+    grid: dict[str, list]
+    launcher: str = "basic"
+    launcher_options: dict = field(default_factory=dict)
+    notes: str = ""
+    path: Path | None = None
+
+
+def read_sweep(path: str | Path) -> Sweep:
+    """Read a sweep file and check its structure (keys, types, launcher), not its configs.
+
+    Raises:
+        SweepError: missing file, malformed YAML, missing or mistyped keys, unknown
+            launcher.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"sweep file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SweepError(f"{path}: malformed YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: expected a mapping with keys name, overrides, grid, launcher")
+    unknown = set(raw) - {"name", "overrides", "grid", "launcher", "launcher_options", "notes"}
+    if unknown:
+        raise SweepError(f"{path}: unknown keys {sorted(unknown)}")
+    name = raw.get("name") or path.stem
+    grid = raw.get("grid") or {}
+    overrides = raw.get("overrides") or []
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise SweepError(f"{path}: grid must map config keys to non-empty lists of values")
+    if not isinstance(overrides, list):
+        raise SweepError(f"{path}: overrides must be a list of KEY=VALUE strings")
+    notes = raw.get("notes") or ""
+    if not isinstance(notes, str):
+        raise SweepError(f"{path}: notes must be text (paragraphs), e.g. notes: |")
+    launcher = raw.get("launcher", "basic")
+    if launcher not in LAUNCHERS:
+        raise SweepError(f"{path}: unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")
+    sweep = Sweep(
+        name=str(name),
+        overrides=[str(o) for o in overrides],
+        grid={str(k): list(v) for k, v in grid.items()},
+        launcher=launcher,
+        launcher_options=dict(raw.get("launcher_options") or {}),
+        notes=notes.strip(),
+        path=path,
+    )
+    return sweep
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read a sweep file and check that every run of its grid composes into a valid config.
+
+    Raises:
+        SweepError: as :func:`read_sweep`, or a grid point or override that does not
+            compose (an unknown method, dataset or config key, a value out of range).
+    """
+    sweep = read_sweep(path)
+    try:
+        for point in grid_points(sweep):
+            config.load(run_overrides(sweep, point))
+    except config.ConfigError as error:
+        raise SweepError(f"{sweep.path}: {error}") from None
+    return sweep
+
+
+def grid_points(sweep: Sweep) -> list[dict]:
+    """The grid's cartesian product, one ``{key: value}`` dict per run, in file order."""
+    keys = list(sweep.grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*sweep.grid.values())]
+
+
+def run_overrides(sweep: Sweep, point: dict, extra: list[str] = ()) -> list[str]:
+    """The overrides of one run: the file's shared ones, the sweep name, ``extra`` (from the
+    command line), then its grid point."""
+    return [
+        *sweep.overrides,
+        f"sweep={sweep.name}",
+        *extra,
+        *(f"{k}={override_value(v)}" for k, v in point.items()),
+    ]
+
+
+def override_value(value) -> str:
+    """A Python value as a Hydra override value."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    return str(value)

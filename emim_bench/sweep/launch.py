@@ -1,0 +1,86 @@
+"""The launch of a sweep plan through Hydra's multirun: one job per run, any launcher plugin.
+
+The plan (each run's own overrides) goes to Hydra as a YAML file read by the ``planned``
+sweeper (``hydra_plugins/emim_bench_sweeper``); the launcher (basic, joblib, submitit)
+composes each job's config from its overrides, and the job runs it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import yaml
+from omegaconf import DictConfig
+
+from emim_bench import config
+from emim_bench.sweep.file import Sweep, override_value
+from emim_bench.sweep.plan import PlannedRun
+
+PLAN_FILE = "plan.yaml"
+
+
+def launch(sweep: Sweep, runs: list[PlannedRun], launcher: str | None = None) -> None:
+    """Hand the runs to Hydra's multirun with the sweep's launcher plugin, one job per run.
+
+    Writes ``<runs dir>/.hydra/plan.yaml`` (the jobs' overrides) and Hydra's own job
+    folders beside it. Each job runs :func:`run_job` on its composed config; a run that
+    fails writes its ``failed.json`` and the sweep goes on.
+    """
+    if not runs:
+        return
+    launcher = launcher or sweep.launcher
+    import hydra
+
+    hydra_dir = runs[0].run_dir.parent / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    plan_file = hydra_dir / PLAN_FILE
+    plan_file.write_text(yaml.safe_dump({"jobs": [list(r.overrides) for r in runs]}))
+    options = [
+        f"hydra.launcher.{k}={override_value(v)}"
+        for k, v in sweep.launcher_options.items()
+        if launcher == sweep.launcher
+    ]
+    argv = [
+        "--multirun",
+        "hydra/sweeper=planned",
+        f"hydra.sweeper.plan_file={_quote(str(plan_file.resolve()))}",
+        f"hydra/launcher={launcher}",
+        *options,
+        f"hydra.sweep.dir={_quote(str(hydra_dir))}",
+        "hydra.sweep.subdir=${hydra:job.num}",
+        "hydra.job.chdir=false",
+    ]
+
+    @hydra.main(
+        config_path=str(config.CONFIG_DIR), config_name=config.CONFIG_NAME, version_base="1.3"
+    )
+    def app(cfg: DictConfig) -> int:
+        return run_job(cfg)
+
+    saved, sys.argv = sys.argv, ["emim-bench sweep", *argv]
+    try:
+        app()
+    finally:
+        sys.argv = saved
+
+
+def run_job(cfg: DictConfig) -> int:
+    """One sweep job: run the composed config; never raises, so the sweep goes on.
+
+    Returns:
+        The exit code of :func:`emim_bench.run.pretrain.run_or_report` (0 done, 1 failed,
+        2 a configuration or data error).
+    """
+    from emim_bench.run.pretrain import run_or_report
+
+    try:
+        config.check_values(cfg)
+        return run_or_report(cfg)
+    except Exception as error:  # recorded in failed.json by the run; the sweep goes on
+        print(f"emim-bench sweep: run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+
+
+def _quote(text: str) -> str:
+    """``text`` as a single-quoted Hydra override value."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
