@@ -64,3 +64,15 @@ def test_report_of_fixed_runs_is_byte_identical_to_the_stored_copy(tmp_path):
             (GOLDEN / name).write_text(text)
     for name, text in rendered.items():
         assert text == (GOLDEN / name).read_text(), f"{name} differs from {GOLDEN / name}"
+
+
+def test_the_same_runs_give_the_same_figures_byte_for_byte(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for workdir in (first, second):
+        workdir.mkdir()
+        _render(workdir)
+    figures = sorted(p.name for p in (first / "report" / "figures").glob("*.png"))
+    assert figures == ["accuracy.png", "knn_vs_epoch.png", "knn_vs_time.png", "throughput.png"]
+    for name in figures:
+        a = (first / "report" / "figures" / name).read_bytes()
+        assert a == (second / "report" / "figures" / name).read_bytes(), name

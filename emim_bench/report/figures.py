@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,21 @@ from emim_bench.report.published import PUBLISHED_ONLINE_ACC1
 
 FIGURES = ("accuracy.png", "knn_vs_epoch.png", "knn_vs_time.png", "throughput.png")
 _STYLE = dict(style="whitegrid")
+
+
+@contextlib.contextmanager
+def _fixed_jitter(seed: int = 0) -> Iterator[None]:
+    """numpy's global generator seeded for the block, then restored.
+
+    seaborn's ``stripplot`` jitters its dots with ``np.random`` (no seed argument), which
+    made the same runs give a different PNG on every report.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _palette(methods: Sequence[str]) -> dict[str, tuple]:
@@ -230,16 +246,17 @@ def throughput_figure(df: pd.DataFrame, path: Path) -> Path | None:
                     legend=False,
                     alpha=0.85,
                 )
-                sns.stripplot(
-                    data=rows,
-                    x="name",
-                    y=col,
-                    order=names,
-                    color="black",
-                    size=4,
-                    ax=ax,
-                    alpha=0.7,
-                )
+                with _fixed_jitter():
+                    sns.stripplot(
+                        data=rows,
+                        x="name",
+                        y=col,
+                        order=names,
+                        color="black",
+                        size=4,
+                        ax=ax,
+                        alpha=0.7,
+                    )
                 ax.set_xlabel("method (bar: mean; dots: seeds)")
                 ax.set_ylabel(label)
                 ax.tick_params(axis="x", labelrotation=20)
