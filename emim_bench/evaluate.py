@@ -6,7 +6,6 @@ import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before 
 
 import torch
 import torch.nn.functional as F
-from solo.utils.knn import WeightedKNNClassifier
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -35,6 +34,7 @@ def extract_features(
     return torch.cat(features), torch.cat(labels).long()
 
 
+@torch.no_grad()
 def knn_accuracy(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -42,28 +42,132 @@ def knn_accuracy(
     test_labels: torch.Tensor,
     k: int = 20,
     temperature: float = 0.07,
+    num_classes: int | None = None,
+    max_chunk_bytes: int = 256 * 2**20,
 ) -> tuple[float, float]:
-    """Weighted kNN accuracy (Wu et al. 2018) with solo-learn's ``WeightedKNNClassifier``.
+    """Weighted kNN accuracy of queries against a labelled feature bank.
 
-    Features are L2-normalised, neighbours found by cosine similarity, and each
-    neighbour votes with weight exp(similarity / temperature).
+    The classifier of Wu et al. 2018 ("Unsupervised feature learning via
+    non-parametric instance discrimination", CVPR 2018), as solo-learn and DINO
+    evaluate with it: features are L2-normalised, each query takes the ``k``
+    bank entries of highest cosine similarity s, and each of them votes for its
+    label with weight exp(s / temperature). A class's score is the sum of its
+    votes. Unlike solo-learn's ``WeightedKNNClassifier``, this one takes the
+    class count from both splits (or ``num_classes``), never counts a class
+    without votes as a top-5 hit, and makes no torch.distributed calls.
+
+    Ties are broken by index: among equal similarities the lower bank index is
+    the nearer neighbour, among equal scores the lower class ranks first. The
+    result does not depend on the order of the bank (up to exact ties), on the
+    scale of any feature row, or on ``max_chunk_bytes``.
+
+    Runs on the device of ``train_features``, over chunks of queries.
 
     Args:
-        train_features: (N, F) bank; train_labels: (N,) int64.
-        test_features: (M, F) queries; test_labels: (M,) int64.
+        train_features: (N, F) float bank, raw (normalised here).
+        train_labels: (N,) int64 in [0, num_classes).
+        test_features: (M, F) float queries, raw; M >= 1.
+        test_labels: (M,) int64 in [0, num_classes).
+        k: neighbours per query, >= 1; capped at N.
+        temperature: > 0. The weights are computed in float64, so they stay
+            finite for temperature >= 1/709.
+        num_classes: class count; None means the largest label of either split + 1.
+        max_chunk_bytes: memory bound of one chunk's (chunk, N) similarity matrices
+            (12 bytes an entry: float64 and its float32 rounding); at least one
+            query per chunk.
 
     Returns:
-        ``(acc@1, acc@5)`` in percent.
+        ``(acc@1, acc@5)`` in percent. acc@5 counts a query when its label has a
+        positive score and ranks among the top min(5, num_classes) classes.
+
+    Raises:
+        ValueError: features that are not 2-D or differ in width, label vectors
+            that are not 1-D integers or differ in length from their features,
+            an empty bank or query set, k < 1, temperature <= 0, or a label
+            outside [0, num_classes).
     """
-    knn = WeightedKNNClassifier(k=k, T=temperature, distance_fx="cosine")
-    knn.update(
-        train_features=F.normalize(train_features, dim=1),
-        train_targets=train_labels,
-        test_features=F.normalize(test_features, dim=1),
-        test_targets=test_labels,
-    )
-    acc1, acc5 = knn.compute()
-    return float(acc1), float(acc5)
+    for name, features in (("train_features", train_features), ("test_features", test_features)):
+        if features.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (samples, F), got shape {tuple(features.shape)}")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            f"feature widths differ: train_features has {train_features.shape[1]}, "
+            f"test_features has {test_features.shape[1]}"
+        )
+    for name, labels, features in (
+        ("train_labels", train_labels, train_features),
+        ("test_labels", test_labels, test_features),
+    ):
+        if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(
+                f"{name} must be a 1-D integer tensor, got {labels.dtype} of shape "
+                f"{tuple(labels.shape)}"
+            )
+        if len(labels) != len(features):
+            raise ValueError(f"{name} has {len(labels)} entries for {len(features)} feature rows")
+    n_bank, n_query = len(train_features), len(test_features)
+    if n_bank == 0:
+        raise ValueError("the bank is empty: train_features has no rows")
+    if n_query == 0:
+        raise ValueError("the query set is empty: test_features has no rows")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if num_classes is None:
+        num_classes = max(int(train_labels.max()), int(test_labels.max())) + 1
+    for name, labels in (("train_labels", train_labels), ("test_labels", test_labels)):
+        low, high = int(labels.min()), int(labels.max())
+        if high >= num_classes:
+            raise ValueError(f"{name} holds label {high}, not below num_classes={num_classes}")
+        if low < 0:
+            raise ValueError(f"{name} holds the negative label {low}")
+
+    device = train_features.device
+    # float32 matrix products round differently with the shape of the operands (so with
+    # the chunk size and the bank order). In float64 that noise is ~1e-16, and rounding the
+    # similarities to float32 afterwards almost always removes it: equal similarities stay
+    # exactly equal and the tie rule below decides them.
+    bank = F.normalize(train_features.to(torch.float64), dim=1)
+    bank_labels = train_labels.to(device=device, dtype=torch.int64)
+    k = min(k, n_bank)
+    top = min(5, num_classes)
+    classes = torch.arange(num_classes, device=device)
+    chunk = max(1, max_chunk_bytes // (12 * n_bank))
+    hits1 = hits5 = 0
+    for start in range(0, n_query, chunk):
+        queries = test_features[start : start + chunk].to(device=device, dtype=torch.float64)
+        labels = test_labels[start : start + chunk].to(device=device, dtype=torch.int64)
+        similarity = (F.normalize(queries, dim=1) @ bank.T).float()  # (B, N)
+
+        sims, index = similarity.topk(k, dim=1)
+        # topk picks any of the entries tied with the k-th similarity; rows with such a tie
+        # are redone with a stable sort, which keeps the lowest bank indices.
+        tied = (similarity >= sims[:, -1:]).sum(1) > k
+        if tied.any():
+            rows = tied.nonzero().squeeze(1)
+            index[rows] = similarity[rows].sort(dim=1, descending=True, stable=True).indices[:, :k]
+            sims[rows] = similarity[rows].gather(1, index[rows])
+        # Neighbours in a fixed order (similarity down, bank index up), so the class sums
+        # below add their terms in an order that neither topk nor the bank order decides.
+        index, order = index.sort(dim=1)
+        sims, order = sims.gather(1, order).sort(dim=1, descending=True, stable=True)
+        index = index.gather(1, order)
+
+        weights = (sims.to(torch.float64) / temperature).exp()
+        votes = bank_labels[index]  # (B, k)
+        scores = torch.zeros(len(labels), num_classes, dtype=torch.float64, device=device)
+        # One neighbour rank at a time: a single scatter_add_ over all k may add in any
+        # order on CUDA, and two classes with the same votes must get the same score.
+        for j in range(k):
+            scores.scatter_add_(1, votes[:, j : j + 1], weights[:, j : j + 1])
+
+        own = scores.gather(1, labels[:, None])  # (B, 1)
+        ahead = (scores > own) | ((scores == own) & (classes < labels[:, None]))
+        rank = ahead.sum(1)
+        hits1 += int((rank == 0).sum())
+        hits5 += int(((rank < top) & (own[:, 0] > 0)).sum())
+    return 100.0 * hits1 / n_query, 100.0 * hits5 / n_query
 
 
 def linear_probe_accuracy(
