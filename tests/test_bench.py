@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from emim_bench.bench import cli as bench_cli
+from emim_bench.bench import logs as bench_logs
 from emim_bench.bench import loss as bench_loss
 from emim_bench.bench import options as bench_options
 from emim_bench.bench import render as bench_render
@@ -311,3 +312,38 @@ def test_step_comparison_gives_emim_and_barlow_twins_the_recipe_projector():
     for kwargs in (emim, barlow):
         assert (kwargs["proj_hidden_dim"], kwargs["proj_output_dim"]) == (2048, 2048)
     assert emim["optimizer"] == barlow["optimizer"] and emim["lr"] == barlow["lr"]
+
+
+def test_csv_log_simulation_matches_the_bytes_lightnings_logger_writes(tmp_path, monkeypatch):
+    import lightning_fabric.loggers.csv_logs as fabric_csv
+    from pytorch_lightning.loggers import CSVLogger
+
+    written = []
+    save = fabric_csv._ExperimentWriter.save
+
+    def counting_save(self):
+        save(self)
+        written.append(os.path.getsize(self.metrics_file_path))
+
+    monkeypatch.setattr(fabric_csv._ExperimentWriter, "save", counting_save)
+    logger = CSVLogger(str(tmp_path), name="log")
+    for metrics, step in bench_logs.logged_rows(epochs=3, steps_per_epoch=70, log_every_n_steps=1):
+        logger.log_metrics(metrics, step)
+    logger.save()
+
+    simulated = bench_logs.csv_log_bytes(epochs=3, steps_per_epoch=70, log_every_n_steps=1)
+    assert simulated["flushes"] == len(written) == 3  # steps 99, 199 and the end
+    assert simulated["bytes_written"] == sum(written)
+    assert simulated["final_file_bytes"] == written[-1]
+    assert simulated["rows"] == 3 * 70 + 3
+
+
+def test_logging_every_50_steps_writes_a_fraction_of_logging_every_step():
+    every_step, every_50 = (
+        bench_logs.csv_log_bytes(epochs=20, steps_per_epoch=195, log_every_n_steps=n)
+        for n in (1, 50)
+    )
+    assert every_step["rows"] == 20 * 195 + 20 and every_50["rows"] == 20 * 195 // 50 + 20
+    # every 100th step (39), the last epoch's row at step 3899 (once more), the end of training
+    assert every_step["flushes"] == every_50["flushes"] == 39 + 1 + 1
+    assert 20 < every_step["bytes_written"] / every_50["bytes_written"] < 50

@@ -171,7 +171,34 @@ def render_tables(result: dict[str, Any]) -> str:
             [(LABELS[m], _fmt(v)) for m, v in ratios["step_vs_fastest"].items()],
         )
         lines += ["", f"EMIM / Barlow Twins images/s: {_fmt(ratios['step_emim_vs_barlow'], '.3f')}"]
+    if result.get("log_volume"):
+        lines += ["", *_log_volume_table(result["log_volume"])]
     return "\n".join(lines)
+
+
+def _log_volume_table(rows: list[dict[str, Any]]) -> list[str]:
+    """What Lightning's CSV log writes over a 1000-epoch CIFAR run, per logging interval."""
+    first = rows[0]
+    return [
+        f"## Lightning CSV log of a {first['epochs']}-epoch CIFAR run "
+        f"({first['steps_per_epoch']} steps per epoch)",
+        "",
+        "Simulated (emim_bench/bench/logs.py): the logger rewrites metrics.csv whole every 100 "
+        "steps, so what it writes grows with the square of the run's length.",
+        "",
+        *_table(
+            ["log_every_n_steps", "rows", "final file", "written over the run"],
+            [
+                (
+                    r["log_every_n_steps"],
+                    r["rows"],
+                    f"{r['final_file_bytes'] / 2**20:.1f} MiB",
+                    f"{r['bytes_written'] / 2**30:.2f} GiB",
+                )
+                for r in rows
+            ],
+        ),
+    ]
 
 
 def _flag(row: dict[str, Any]) -> str:

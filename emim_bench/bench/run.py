@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 import emim_bench
+from emim_bench.bench.logs import paper_cifar_log_volume
 from emim_bench.bench.loss import FULL_GRID, QUICK_GRID, run_loss_grid
 from emim_bench.bench.options import BenchOptions
 from emim_bench.bench.render import ratio_tables
@@ -143,6 +144,7 @@ def make_result(
         "loss": loss_rows,
         "step": step_rows,
         "ratios": ratio_tables(loss_rows, step_rows),
+        "log_volume": paper_cifar_log_volume(),
     }
 
 
