@@ -86,6 +86,7 @@ _INTEGERS = {
     "eval.linear_epochs": (1, False),
     "eval.batch_size": (1, False),
     "trainer.num_workers": (0, False),
+    "trainer.log_every_n_steps": (1, False),
 }
 
 
@@ -101,6 +102,11 @@ def check_values(cfg: DictConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    if cfg.trainer.sync_batchnorm and cfg.trainer.accelerator == "cpu":
+        raise ConfigError(
+            "trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
+            "add trainer.sync_batchnorm=false to run DDP on CPU"
+        )
     if cfg.logger not in ("csv", "tensorboard", "wandb"):
         raise ConfigError(f"logger must be csv, tensorboard or wandb, got {cfg.logger!r}")
     if cfg.logger == "wandb" and importlib.util.find_spec("wandb") is None:

@@ -56,7 +56,7 @@ def test_a_tiny_demo_runs_end_to_end(tmp_path, capsys, cifar10_npz_path):
 
     assert code == 0
     out = capsys.readouterr().out
-    assert "sweep cpu_demo: 2 runs: 2 done, 0 failed, 0 partial, 0 to do" in out
+    assert "sweep cpu_demo: 2 runs: 2 done, 0 running, 0 failed, 0 partial, 0 to do" in out
     assert str(tmp_path / "report" / "report.html") in out
     methods = {
         json.loads(p.read_text())["method"]

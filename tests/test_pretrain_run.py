@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -51,6 +47,11 @@ def tiny_run(method: str, runs_root: Path, *extra: str) -> list[str]:
         *SMALL[method],
         *extra,
     ]
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a Lightning checkpoint was written at."""
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 def only_run_dir(runs_root: Path) -> Path:
@@ -141,14 +142,23 @@ def test_cpu_budget_narrows_only_barlow_twins_projector_and_overrides_still_win(
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
 def test_peak_rss_restarts_with_each_run_of_a_process():
-    run_results.reset_peak_memory()
-    base = run_results.peak_rss_bytes()
-    block = np.ones(300 * 2**20 // 8)  # 300 MiB, every page touched
-    high = run_results.peak_rss_bytes()
+    """In a fresh interpreter: what earlier tests left in this process's allocator (freed
+    memory kept resident by the compat layer) would hide a new allocation's pages."""
+    probe = """
+import numpy as np
+from emim_bench.run import results
+results.reset_peak_memory()
+base = results.peak_rss_bytes()
+block = np.ones(300 * 2**20 // 8)  # 300 MiB, every page touched
+high = results.peak_rss_bytes()
+del block
+results.reset_peak_memory()  # the next run of a sweep starts here
+print(base, high, results.peak_rss_bytes())
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    base, high, after = map(int, out.stdout.split())
     assert high - base >= 290 * 2**20
-    del block
-    run_results.reset_peak_memory()  # the next run of a sweep starts here
-    assert run_results.peak_rss_bytes() < high - 250 * 2**20
+    assert after < high - 250 * 2**20
 
 
 def test_git_commit_is_read_once_per_process_not_per_result(monkeypatch):
@@ -286,39 +296,4 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, ci
     failed = json.loads((run / run_directory.FAILED_FILE).read_text())
     assert failed["status"] == "failed" and "step 6" in failed["error"]
     assert not (run / run_directory.RESULTS_FILE).exists()
-    assert pretrain._checkpoint_step(run / run_directory.LAST_CHECKPOINT) == 4
-
-
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, cifar10_npz_path):
-    command = [
-        sys.executable,
-        "-m",
-        "emim_bench.cli",
-        "pretrain",
-        *tiny_run("simclr", tmp_path, "epochs=3"),
-    ]
-    process = subprocess.Popen(
-        command, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 300
-    checkpoint = None
-    while time.monotonic() < deadline and process.poll() is None:
-        runs = list((tmp_path / "default").glob(f"*/{run_directory.LAST_CHECKPOINT}"))
-        if runs and pretrain._checkpoint_step(runs[0]) >= 4:
-            checkpoint = runs[0]
-            break
-        time.sleep(0.2)
-    assert checkpoint is not None and process.poll() is None, "run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    run = checkpoint.parents[1]
-    assert not (run / run_directory.RESULTS_FILE).exists()
-
-    resumed = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True)
-
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    results = json.loads((run / run_directory.RESULTS_FILE).read_text())
-    assert results["status"] == "done"
-    assert pretrain._checkpoint_step(run / run_directory.LAST_CHECKPOINT) == 12
-    assert results["train"]["steps"] < 12  # only the part after the checkpoint was trained again
-    assert run_directory.read_curve(run / run_directory.CURVE_FILE)["epoch"].tolist() == [1, 2, 3]
+    assert checkpoint_step(run / run_directory.LAST_CHECKPOINT) == 4

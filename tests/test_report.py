@@ -10,6 +10,7 @@ import base64
 import csv
 import json
 import math
+import os
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -278,29 +279,29 @@ def test_report_files_html_embeds_every_figure(sweep, tmp_path):
     assert "`2.14.1`" in md  # versions
 
 
-def test_failed_partial_and_missing_runs_are_listed(sweep, tmp_path):
+def test_failed_partial_and_planned_runs_are_listed(sweep, tmp_path):
     planned = "vicreg-cifar10-resnet18-s1-0123abcd"
     truncated = make_run(sweep, "emim", 7, 50.0)
     (truncated / "results.json").write_text('{"status": "do')
     out = tmp_path / "out"
     render.write_report(sweep, out, expected=[planned])
     rows = pd.read_csv(out / "results.csv").set_index("run_id")
-    assert len(rows) == 12  # 6 + 1 + 1 done, 2 failed, 1 partial, 1 missing
+    assert len(rows) == 12  # 6 + 1 + 1 done, 2 failed, 1 partial, 1 to do
     assert rows.loc[truncated.name, "status"] == "failed"
     assert rows.loc[truncated.name, "detail"].startswith("unreadable results.json")
     failed = rows[rows["method"] == "vicreg"]
-    assert set(failed["status"]) == {"failed", "missing"}
+    assert set(failed["status"]) == {"failed", "to do"}
     assert "non-finite training loss" in failed[failed["status"] == "failed"]["detail"].iloc[0]
-    assert rows.loc[planned, "status"] == "missing" and rows.loc[planned, "seed"] == 1
+    assert rows.loc[planned, "status"] == "to do" and rows.loc[planned, "seed"] == 1
     assert rows[rows["method"] == "barlow_twins"]["status"].tolist() == ["partial"]
     assert {"knn_acc1_k20", "linear_acc5", "online_acc1", "images_per_s", "wall_time_s"} <= set(
         rows.columns
     )
     md = (out / "report.md").read_text()
-    problems = md.split("## Failed, partial and missing runs")[1].split("\n## ")[0]
+    problems = md.split("## Runs not done")[1].split("\n## ")[0]
     assert "**failed**" in problems and "non-finite training loss (nan) at step 7" in problems
     assert "**partial**" in problems and "barlow_twins-cifar10" in problems
-    assert "**missing**" in problems and planned in problems
+    assert "**to do**" in problems and planned in problems
 
 
 def _floor_paragraph(md: str) -> str:
@@ -465,3 +466,15 @@ def test_missing_or_empty_runs_dir_exits_2_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["report", str(tmp_path)])  # -o is required
     assert exit_info.value.code == 2
+
+
+def test_a_run_held_by_a_live_process_is_reported_running_with_its_holder(sweep, tmp_path):
+    from emim_bench.run.directory import Claim
+
+    partial = next(sweep.glob("barlow_twins-*"))
+    with Claim(partial):
+        df = collect.collect_runs(sweep)
+    row = df.set_index("run_id").loc[partial.name]
+    assert row["status"] == "running"
+    assert row["detail"].startswith(f"claimed by host {os.uname()[1]}, pid {os.getpid()}, since ")
+    assert collect.collect_runs(sweep).set_index("run_id").loc[partial.name, "status"] == "partial"

@@ -43,7 +43,8 @@ def test_smoke_sweep_runs_four_runs_and_writes_a_report(tmp_path, capsys, cifar1
 
     assert code == 0
     out = capsys.readouterr().out
-    assert "sweep smoke: 4 runs: 4 done, 0 failed, 0 partial, 0 to do" in out.splitlines()[-1]
+    summary = "sweep smoke: 4 runs: 4 done, 0 running, 0 failed, 0 partial, 0 to do"
+    assert summary in out.splitlines()[-1]
     results = sorted((tmp_path / "smoke").glob(f"*/{run_directory.RESULTS_FILE}"))
     assert len(results) == 4
     assert {json.loads(p.read_text())["method"] for p in results} == {"emim", "simclr"}
@@ -126,7 +127,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, cifar1
 
     assert code == 1
     out = capsys.readouterr().out
-    assert "sweep failing: 2 runs: 1 done, 1 failed, 0 partial, 0 to do" in out
+    assert "sweep failing: 2 runs: 1 done, 0 running, 1 failed, 0 partial, 0 to do" in out
     assert "rmsprop not in (sgd, adam, adamw)" in out  # solo-learn's own error, at fit time
     states = {
         r.choices["optim.optimizer"]: r.state

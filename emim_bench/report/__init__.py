@@ -6,7 +6,7 @@ writes into the output folder:
 
 - ``report.md`` and a self-contained ``report.html`` (figures embedded as
   base64 PNG, inline CSS, no external files),
-- ``results.csv``: one row per run (done, failed, partial or missing) with its
+- ``results.csv``: one row per run (done, running, failed, partial or to do) with its
   metrics and training statistics,
 - ``figures/*.png``: accuracy per method with 95% confidence intervals and the
   random-init floor, kNN accuracy against epoch and against wall-clock time,

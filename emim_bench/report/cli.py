@@ -28,7 +28,7 @@ def register(subparsers) -> None:
         default=None,
         metavar="FILE",
         help="text file of the sweep plan's run ids, one a line: those without a directory "
-        "are listed as missing",
+        "are listed as to do",
     )
     parser.add_argument(
         "--sweep",

@@ -13,11 +13,14 @@ import yaml
 
 from emim_bench.report.labels import method_order
 from emim_bench.run.directory import (
+    CLAIM_FILE,
     CURVE_FILE,
     FAILED_FILE,
     LAST_CHECKPOINT,
     RESULTS_FILE,
+    describe_holder,
     read_curve,
+    run_state,
 )
 
 # Every metric results.json may hold (percent); others found in a run are appended.
@@ -150,7 +153,10 @@ def _read_run(run: Path) -> dict:
         versions = results.get("versions") or {}
         row.update({f"version_{k}": versions.get(k) for k in VERSION_FIELDS})
         row.update(started_utc=results.get("started_utc"), finished_utc=results.get("finished_utc"))
-    elif failed_path.is_file():
+    elif (state := run_state(run)) == "running":
+        row = _base_row(run.name, _read_config(run))
+        row.update(status="running", detail=f"claimed by {describe_holder(run / CLAIM_FILE)}")
+    elif state == "failed":
         row = _base_row(run.name, _read_config(run))
         try:
             failed = _read_json(failed_path)
@@ -161,15 +167,14 @@ def _read_run(run: Path) -> dict:
         row.update(status="failed", detail=error)
         if (run / LAST_CHECKPOINT).is_file():
             row["detail"] += " (last good checkpoint kept)"
-    elif (run / LAST_CHECKPOINT).is_file():
+    elif state == "partial":
         row = _base_row(run.name, _read_config(run))
-        row.update(status="partial", detail="checkpoint without results (interrupted or running)")
+        row.update(status="partial", detail="checkpoint without results (interrupted)")
     else:
         row = _base_row(run.name, _read_config(run))
         row.update(
-            status="missing",
-            detail="run directory without checkpoint or results (killed in its first epoch, "
-            "or running)",
+            status="to do",
+            detail="run directory without checkpoint or results (killed in its first epoch)",
         )
     curve = run / CURVE_FILE
     if curve.is_file():
@@ -194,13 +199,14 @@ def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) ->
         runs_dir: the sweep folder holding ``<run_id>/`` run directories (or one run
             directory itself).
         expected: run ids of the sweep plan; those without a directory are added with
-            status ``missing``. Directories not in the plan are kept all the same.
+            status ``to do``. Directories not in the plan are kept all the same.
 
     Returns:
         Columns ``run_id, sweep, method, dataset, backbone, seed, epochs, batch_size,
         train_size, budget, accelerator, devices, precision, status, detail`` (status is
-        ``done``, ``failed`` (detail: the error), ``partial`` (a checkpoint without
-        results) or ``missing``), ``setting`` (:func:`setting_label`), every metric of
+        one of :data:`~emim_bench.run.directory.STATES`: ``done``, ``running`` (detail: who
+        holds its claim), ``failed`` (detail: the error), ``partial`` (a checkpoint without
+        results) or ``to do``), ``setting`` (:func:`setting_label`), every metric of
         ``results.json`` (percent, NaN when absent), the training statistics
         ``wall_time_s`` (s), ``steps``, ``images_per_s``, ``peak_rss_bytes``,
         ``peak_gpu_memory_bytes`` (bytes), ``version_*``, ``started_utc``,
@@ -219,7 +225,7 @@ def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) ->
     for run_id in expected or ():
         if run_id not in seen:
             row = _base_row(run_id, {})
-            row.update(status="missing", detail="not started (no run directory)", starts=0)
+            row.update(status="to do", detail="not started (no run directory)", starts=0)
             row["path"] = str(runs_dir / run_id)
             rows.append(row)
     columns = [

@@ -44,6 +44,7 @@ from emim_bench.report.stats import (
     method_summary,
     paired_differences,
 )
+from emim_bench.run.directory import STATES
 
 # Known departures of solo-learn's implementations from the original papers.
 QUIRKS = {
@@ -324,17 +325,18 @@ def _published_section(doc: Document, summary: pd.DataFrame, df: pd.DataFrame):
 
 
 def _problems_section(doc: Document, df: pd.DataFrame):
-    doc.h(2, "Failed, partial and missing runs")
+    doc.h(2, "Runs not done")
     bad = df[df["status"] != "done"]
     if bad.empty:
         doc.p("None: every run of the sweep finished.")
         return
     counts = bad["status"].value_counts()
     doc.p(
-        ", ".join(f"{counts[s]} {s}" for s in ("failed", "partial", "missing") if s in counts)
-        + ". Failed runs keep `failed.json` (and their last good checkpoint); partial runs "
-        "resume from their checkpoint when the same command is run again; missing runs never "
-        "saved anything. None of them enters the statistics above."
+        ", ".join(f"{counts[s]} {s}" for s in STATES if s in counts)
+        + ". Running runs are held by a live process (its claim names it); failed runs keep "
+        "`failed.json` (and their last good checkpoint); partial runs resume from their "
+        "checkpoint when the same command is run again; runs to do never saved a checkpoint. "
+        "None of them enters the statistics above."
     )
     rows = [
         [
@@ -369,7 +371,7 @@ def _environment_section(doc: Document, df: pd.DataFrame, command: str, command_
     if differ:
         doc.p(f"Versions differ across runs ({', '.join(differ)}): compare with care.")
     devices = (
-        df[df["status"] != "missing"][["accelerator", "devices", "precision"]]
+        df[df["status"] != "to do"][["accelerator", "devices", "precision"]]
         .astype(str)
         .value_counts()
     )
@@ -461,7 +463,7 @@ def write_report(
         out_dir: the output folder (created; files of an earlier report are replaced).
         command: the command that reproduces the sweep, shown verbatim (default:
             ``emim-bench report RUNS_DIR -o OUT``).
-        expected: run ids of the sweep plan; those never started are listed as missing.
+        expected: run ids of the sweep plan; those never started are listed as to do.
         notes: the sweep file's ``notes`` key, shown under "Sweep notes": plain
             paragraphs separated by blank lines (line breaks inside one are joined;
             `code` and **bold** are rendered); nothing when empty.
@@ -505,7 +507,7 @@ def render_report(runs_dir, out_dir, command, expected, notes="") -> tuple[Path,
     doc.p(
         f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from "
         f"`{runs_dir}`: {len(df)} run{'s' if len(df) != 1 else ''}, "
-        + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "partial", "missing"))
+        + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
         + "."
     )
     if summary.empty:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 
 from omegaconf import DictConfig
 
@@ -71,13 +73,33 @@ def _hydra_main(argv: list[str]) -> int:
         config_path=str(config.CONFIG_DIR), config_name=config.CONFIG_NAME, version_base="1.3"
     )
     def app(cfg: DictConfig) -> None:
-        code = run_or_report(cfg)
+        with single_run_command():
+            code = run_or_report(cfg)
         if code:
             raise SystemExit(code)
 
-    saved, sys.argv = sys.argv, ["emim-bench pretrain", *argv]
+    saved, sys.argv = sys.argv, [sys.argv[0], *argv]
     try:
         app()
     finally:
         sys.argv = saved
     return 0
+
+
+@contextlib.contextmanager
+def single_run_command() -> Iterator[None]:
+    """Inside a Hydra job: ``sys.argv`` is ``<program> pretrain <the job's overrides>`` for the
+    duration of the block.
+
+    Lightning starts the other DDP ranks by running the process's command line again (with
+    ``hydra.run.dir`` and ``hydra.job.name`` appended); for a job of a sweep or a multirun
+    that command must be the one run's, not the whole sweep's.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task)
+    saved, sys.argv = sys.argv, [sys.argv[0], "pretrain", *overrides]
+    try:
+        yield
+    finally:
+        sys.argv = saved

@@ -1,13 +1,20 @@
-"""A run directory's files: their names, the run's state, atomic writes, the per-epoch curve.
+"""A run directory: its files, its state, its claim, atomic writes and the per-epoch curve.
 
-Light on purpose (pandas only): the sweep plan and the report read run directories
-without importing torch.
+Every writer of a run directory goes through this module, and ``pretrain``, ``sweep`` and
+``report`` read a run's state with :func:`run_state`. Under DDP only rank 0 writes (the
+callers check :func:`is_rank_zero`). Light on purpose (pandas only): the sweep plan and the
+report read run directories without importing torch.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
+import socket
+import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +22,53 @@ import pandas as pd
 RESULTS_FILE = "results.json"
 FAILED_FILE = "failed.json"
 CURVE_FILE = "curve.csv"
+CONFIG_FILE = "config.yaml"
+CLAIM_FILE = "claim.lock"
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 # The states of a run directory, in the order summaries list them.
-STATES = ("done", "failed", "partial", "to do")
+STATES = ("done", "running", "failed", "partial", "to do")
+# curve.csv's leading columns, in every row from the first epoch on (empty where a metric was
+# not computed that epoch); the losses and accuracies the method logs follow them.
+CURVE_COLUMNS = ("epoch", "step", "wall_s", "knn_acc1", "knn_acc5")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of its (possibly distributed) run.
+
+    Read from the environment the way Lightning's ``rank_zero_only`` does (``RANK``,
+    ``LOCAL_RANK``, ``SLURM_PROCID``): Lightning sets it for the processes it starts, and
+    SLURM for its tasks, before any of our code runs in them.
+    """
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return True
+
+
+def utc_now() -> str:
+    """The current time in UTC, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a uniquely named temporary file, then a rename.
+
+    A reader sees the old file or the new one, never a part; two writers never share a
+    temporary file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` as sorted, indented JSON with :func:`write_text_atomic`."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def read_curve(path: Path) -> pd.DataFrame:
@@ -26,21 +77,118 @@ def read_curve(path: Path) -> pd.DataFrame:
     return curve.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` atomically: a temporary file in the same folder, then a rename."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+def append_curve_row(path: Path, row: dict) -> None:
+    """Add one epoch's row to ``curve.csv`` (atomically rewritten; a repeated epoch replaces
+    the earlier row).
+
+    Columns: :data:`CURVE_COLUMNS` first, then the file's other columns, then any new key of
+    ``row``; a value missing from a row is left empty (NaN when read).
+    """
+    rows = read_curve(path).to_dict("records") if path.is_file() else []
+    rows = [r for r in rows if r["epoch"] != row["epoch"]] + [row]
+    extra = [k for r in rows for k in r if k not in CURVE_COLUMNS]
+    columns = [*CURVE_COLUMNS, *dict.fromkeys(extra)]
+    curve = pd.DataFrame(rows, columns=columns).sort_values("epoch", kind="stable")
+    write_text_atomic(path, curve.to_csv(index=False))
+
+
+def last_curve_row(path: Path) -> dict:
+    """The last epoch's row of ``curve.csv`` as a dict (missing values None; {} without a
+    curve)."""
+    if not path.is_file():
+        return {}
+    curve = read_curve(path)
+    if not len(curve):
+        return {}
+    row = curve.iloc[-1].to_dict()
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+class RunClaimedError(RuntimeError):
+    """Another process holds the run; the message says which (host, pid, since)."""
+
+
+class Claim:
+    """An exclusive claim on a run directory, held while the run trains and evaluates.
+
+    ``claim.lock`` is locked with ``flock``, which the operating system releases when the
+    holder exits or is killed, so a claim never outlives its process; the file keeps the
+    holder's host, pid and start time for the message a second process prints. A claim
+    found in the file whose lock is free belonged to a process that is gone: it is taken
+    over, and :attr:`taken_over` says from whom. On a shared filesystem the claim works
+    across hosts where the filesystem supports ``flock`` (NFS v4, Lustre and GPFS with
+    their usual mount options).
+
+    Use as a context manager; entering raises :class:`RunClaimedError` when the run is
+    held elsewhere.
+    """
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / CLAIM_FILE
+        self.taken_over: str | None = None
+        self._fd: int | None = None
+
+    def __enter__(self) -> Claim:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunClaimedError(f"running elsewhere ({describe_holder(self.path)})") from None
+        previous = os.read(fd, 4096).decode(errors="replace").strip()
+        if previous:
+            self.taken_over = describe_holder(self.path)
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": utc_now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # released cleanly: no holder to take over from
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def describe_holder(claim_file: Path) -> str:
+    """``"host H, pid P, since T"`` from a claim file ("unknown holder" if unreadable)."""
+    try:
+        holder = json.loads(claim_file.read_text())
+        return f"host {holder['host']}, pid {holder['pid']}, since {holder['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown holder"
+
+
+def is_claimed(directory: Path) -> bool:
+    """Whether a live process holds the claim of ``directory`` (probed without keeping it)."""
+    path = Path(directory) / CLAIM_FILE
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return False
 
 
 def run_state(directory: Path) -> str:
     """The state of a run directory, one of :data:`STATES`.
 
-    "done": ``results.json`` exists; "failed": ``failed.json`` exists; "partial": a
-    checkpoint without results (interrupted, or running); "to do": none of these.
+    "done": ``results.json`` exists; "running": a live process holds its claim; "failed":
+    ``failed.json`` exists; "partial": a checkpoint without results (interrupted); "to do":
+    none of these.
     """
+    directory = Path(directory)
     if (directory / RESULTS_FILE).is_file():
         return "done"
+    if is_claimed(directory):
+        return "running"
     if (directory / FAILED_FILE).is_file():
         return "failed"
     if (directory / LAST_CHECKPOINT).is_file():

@@ -11,7 +11,11 @@ from emim_bench import data, evaluate
 
 
 class EvalSets:
-    """The frozen-feature evaluation sets of a run: labelled train (kNN bank, probe) and test."""
+    """The frozen-feature evaluation sets of a run: labelled train (kNN bank, probe) and test.
+
+    ``num_classes`` is the dataset's class count (``data.num_classes``; for an image folder,
+    the training split's largest label + 1), whatever classes a test subset happens to hold.
+    """
 
     def __init__(self, cfg: DictConfig, root: Path):
         transform = data.eval_transform(cfg.data.kind, cfg.data.crop_size)
@@ -19,6 +23,7 @@ class EvalSets:
         test = data.open_split(cfg.data, root, "test", transform)
         self.train = data.balanced_subset_of(train, cfg.data.train_size, cfg.seed)
         self.test = data.balanced_subset_of(test, cfg.data.test_size, cfg.seed)
+        self.num_classes = cfg.data.num_classes or int(data.labels_of(self.train).max()) + 1
         self.batch_size, self.num_workers = cfg.eval.batch_size, cfg.trainer.num_workers
 
     def features(self, backbone: torch.nn.Module):
@@ -28,13 +33,16 @@ class EvalSets:
         return (*train, *test)
 
 
-def offline_metrics(cfg, backbone, eval_sets: EvalSets, num_classes: int) -> dict:
+def offline_metrics(cfg: DictConfig, backbone: torch.nn.Module, eval_sets: EvalSets) -> dict:
+    """kNN acc@1/acc@5 for every k of ``eval.knn_k`` and the linear probe's, in percent."""
     feats = eval_sets.features(backbone)
     metrics = {}
     for k in cfg.eval.knn_k:
-        acc1, acc5 = evaluate.knn_accuracy(*feats, k=k, temperature=cfg.eval.knn_temperature)
+        acc1, acc5 = evaluate.knn_accuracy(
+            *feats, k=k, temperature=cfg.eval.knn_temperature, num_classes=eval_sets.num_classes
+        )
         metrics[f"knn_acc1_k{k}"], metrics[f"knn_acc5_k{k}"] = acc1, acc5
     metrics["linear_acc1"], metrics["linear_acc5"] = evaluate.linear_probe_accuracy(
-        *feats, num_classes=num_classes, epochs=cfg.eval.linear_epochs, seed=cfg.seed
+        *feats, num_classes=eval_sets.num_classes, epochs=cfg.eval.linear_epochs, seed=cfg.seed
     )
     return metrics

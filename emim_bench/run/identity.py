@@ -20,6 +20,7 @@ _NOT_IDENTITY = (
     "data.download",
     "logger",
     "progress_bar",
+    "trainer.log_every_n_steps",
 )
 
 
@@ -29,7 +30,7 @@ def run_id(cfg: DictConfig) -> str:
     The hash is the first 8 hex digits of the SHA-256 of the resolved config
     as sorted JSON, without the keys that only place, fetch or present the run
     (``runs_root``, ``sweep``, ``data_root``, ``data.download``, ``force``, ``logger``,
-    ``progress_bar``).
+    ``progress_bar``, ``trainer.log_every_n_steps``).
     """
     identity = OmegaConf.to_container(cfg, resolve=True)
     for dotted in _NOT_IDENTITY:

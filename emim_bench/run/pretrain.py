@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
@@ -18,25 +17,31 @@ from torch.utils.data import DataLoader
 from emim_bench import config, data
 from emim_bench.methods import build_method
 from emim_bench.run.directory import (
+    CONFIG_FILE,
     CURVE_FILE,
     FAILED_FILE,
     LAST_CHECKPOINT,
     RESULTS_FILE,
+    Claim,
+    RunClaimedError,
+    is_rank_zero,
+    last_curve_row,
+    utc_now,
     write_json_atomic,
+    write_text_atomic,
 )
 from emim_bench.run.evaluation import EvalSets, offline_metrics
 from emim_bench.run.identity import run_dir, run_id
 from emim_bench.run.results import (
     headline,
-    logged_metric,
     reset_peak_memory,
     results_record,
-    utc_now,
     versions,
 )
 from emim_bench.run.trainer import (
-    EpochCurve,
+    CheckpointError,
     NonFiniteLossError,
+    check_checkpoint,
     make_trainer,
     method_kwargs,
     pretrain_loader,
@@ -48,18 +53,26 @@ def run(cfg: DictConfig) -> dict | None:
 
     The run directory (:func:`run_dir`) receives ``config.yaml`` (resolved),
     ``checkpoints/last.ckpt``, ``logs/version_<n>/metrics.csv`` (Lightning's CSV log per start),
-    ``curve.csv`` (one row per epoch) and, last and atomically,
-    ``results.json``. A run with ``results.json`` is done and is not repeated
-    unless ``force``; one with a checkpoint and no results resumes from it.
+    ``curve.csv`` (one row per epoch) and, last and atomically, ``results.json``. A run with
+    ``results.json`` is done and is not repeated unless ``force``; one with a checkpoint and
+    no results resumes from it, wherever it was interrupted (an epoch, after the last
+    checkpoint, the evaluation, the results). The run is claimed (:class:`Claim`) while it
+    trains and evaluates.
+
+    Under DDP every rank calls this; only rank 0 claims, writes and evaluates, the others
+    train and return None.
 
     Returns:
-        The results dict, or the existing one when the run was already done.
+        The results dict (the existing one when the run was already done); None on a rank
+        other than 0.
 
     Raises:
         ConfigError: a GPU trainer without a visible GPU.
         DatasetNotFoundError: before any model is built.
-        NonFiniteLossError: the loss became NaN/inf; ``failed.json`` names the
+        RunClaimedError: another live process holds the run.
+        NonFiniteLossError: the loss became NaN/inf on any rank; ``failed.json`` names the
             step and the last good checkpoint is kept.
+        CheckpointError: ``last.ckpt`` cannot be read (truncated or corrupt).
     """
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         raise config.ConfigError("trainer uses a GPU but none is visible; use trainer=cpu")
@@ -68,15 +81,27 @@ def run(cfg: DictConfig) -> dict | None:
     out = run_dir(cfg)
     results_path = out / RESULTS_FILE
     if results_path.is_file() and not cfg.force:
-        print(f"{run_id(cfg)}: already done, results in {results_path} (force=true to redo)")
+        if is_rank_zero():
+            print(f"{run_id(cfg)}: already done, results in {results_path} (force=true to redo)")
         return json.loads(results_path.read_text())
+    if not is_rank_zero():
+        return _pretrain_and_evaluate(cfg, root, out)  # a DDP worker: trains, writes nothing
     out.mkdir(parents=True, exist_ok=True)
+    with Claim(out) as claim:
+        if claim.taken_over:
+            print(f"{run_id(cfg)}: taking over the claim of {claim.taken_over} (no longer running)")
+        return _claimed_run(cfg, root, out)
+
+
+def _claimed_run(cfg: DictConfig, root: Path, out: Path) -> dict:
+    """:func:`run` on rank 0 once the run is claimed: prepare, train, evaluate, write."""
     versions()  # read the commit now, while the checkout still holds the code being run
+    results_path = out / RESULTS_FILE
     (out / FAILED_FILE).unlink(missing_ok=True)
     if cfg.force:
         for stale in (results_path, out / CURVE_FILE, out / LAST_CHECKPOINT):
             stale.unlink(missing_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_text_atomic(out / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     started = utc_now()
     try:
         results = _pretrain_and_evaluate(cfg, root, out)
@@ -98,14 +123,12 @@ def run(cfg: DictConfig) -> dict | None:
     return results
 
 
-def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict:
+def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict | None:
     reset_peak_memory()
     pl.seed_everything(cfg.seed, workers=True)
     eval_sets = EvalSets(cfg, root)
-    num_classes = cfg.data.num_classes or int(data.labels_of(eval_sets.train).max()) + 1
     trainer = make_trainer(cfg, out, eval_sets)
-    kwargs = method_kwargs(cfg, num_classes, trainer.world_size)
-    train_s, steps = 0.0, 0
+    kwargs = method_kwargs(cfg, eval_sets.num_classes, trainer.world_size)
     if cfg.method.name == "random":
         method = METHODS["base"](**kwargs)  # an untrained backbone: the floor
     else:
@@ -122,8 +145,7 @@ def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict:
         )
         loader = pretrain_loader(pretrain_set, cfg.batch_size, cfg.trainer.num_workers, cfg.seed)
         resume = out / LAST_CHECKPOINT
-        start_step = _checkpoint_step(resume)
-        tic = time.perf_counter()
+        check_checkpoint(resume)
         trainer.fit(
             method,
             loader,
@@ -132,24 +154,18 @@ def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict:
             ),
             ckpt_path=str(resume) if resume.is_file() else None,
         )
-        curve = next(c for c in trainer.callbacks if isinstance(c, EpochCurve))
-        train_s = time.perf_counter() - tic - curve.knn_s  # kNN monitoring is not training
-        steps = trainer.global_step - start_step
-    metrics = offline_metrics(cfg, method.encoder.to(_device(trainer)), eval_sets, num_classes)
+        if not trainer.is_global_zero:
+            return None
+    metrics = offline_metrics(cfg, method.encoder.to(_device(trainer)), eval_sets)
     if cfg.method.name != "random":
-        metrics["online_acc1"] = logged_metric(trainer, "val_acc1")
-        metrics["online_acc5"] = logged_metric(trainer, "val_acc5")
-    return results_record(cfg, trainer, metrics, train_s, steps, out)
+        last = last_curve_row(out / CURVE_FILE)  # also right when fit had nothing left to do
+        metrics["online_acc1"] = last.get("val_acc1")
+        metrics["online_acc5"] = last.get("val_acc5")
+    return results_record(cfg, trainer, metrics, out)
 
 
 def _device(trainer: pl.Trainer) -> torch.device:
     return trainer.strategy.root_device
-
-
-def _checkpoint_step(path: Path) -> int:
-    if not path.is_file():
-        return 0
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 def run_or_report(cfg: DictConfig) -> int:
@@ -157,14 +173,17 @@ def run_or_report(cfg: DictConfig) -> int:
 
     Returns:
         0 on success; 2 for a missing GPU or dataset; 1 for a failed run (``failed.json`` says
-        why).
+        why: a non-finite loss, an unreadable checkpoint) or one that another process holds.
     """
     try:
         run(cfg)
     except (config.ConfigError, data.DatasetNotFoundError) as error:
         print(f"emim-bench pretrain: error: {error}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, CheckpointError) as error:
         print(f"emim-bench pretrain: run failed: {error}", file=sys.stderr)
+        return 1
+    except RunClaimedError as error:
+        print(f"emim-bench pretrain: {run_id(cfg)}: {error}: skipped", file=sys.stderr)
         return 1
     return 0

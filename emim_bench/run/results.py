@@ -6,16 +6,15 @@ import functools
 import resource
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from emim_bench.run.directory import CURVE_FILE
+from emim_bench.run.directory import CURVE_FILE, last_curve_row
 from emim_bench.run.identity import run_id
 
 
@@ -54,7 +53,18 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def results_record(cfg, trainer, metrics, train_s, steps, out) -> dict:
+def results_record(cfg: DictConfig, trainer: pl.Trainer, metrics: dict, out: Path) -> dict:
+    """The ``results.json`` of a finished run, without its start and end timestamps.
+
+    Training cost is read from the run's ``curve.csv``, so it covers every start of a
+    resumed run: ``wall_time_s`` is the training time of the epochs that reached a
+    checkpoint (seconds, kNN monitoring excluded; an epoch cut by a kill and repeated counts
+    once), ``steps`` the optimizer steps of the whole run, ``images_per_s`` source images
+    (two views each, all ranks) per second of that time.
+    """
+    last = last_curve_row(out / CURVE_FILE)
+    train_s = float(last.get("wall_s") or 0.0)
+    steps = int(last.get("step") or 0)
     images = steps * cfg.batch_size * trainer.world_size
     return {
         "status": "done",
@@ -67,13 +77,11 @@ def results_record(cfg, trainer, metrics, train_s, steps, out) -> dict:
         "batch_size": cfg.batch_size,
         "metrics": metrics,
         "knn": {"k": list(cfg.eval.knn_k), "temperature": cfg.eval.knn_temperature},
-        # Training of this start (a resumed run counts the part after its checkpoint): seconds
-        # in Trainer.fit without the kNN monitoring; source images (two views each) per second.
         "train": {
             "wall_time_s": train_s,
             "steps": steps,
             "images_per_s": images / train_s if train_s > 0 else None,
-            "peak_rss_bytes": peak_rss_bytes(),  # of this run: see reset_peak_memory
+            "peak_rss_bytes": peak_rss_bytes(),  # of this start: see reset_peak_memory
             "peak_gpu_memory_bytes": (
                 torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
             ),
@@ -129,12 +137,3 @@ def headline(metrics: dict) -> str:
     return ", ".join(
         f"{name} {metrics[key]:.1f}%" for key, name in names.items() if metrics.get(key) is not None
     )
-
-
-def logged_metric(trainer: pl.Trainer, key: str) -> float | None:
-    value = trainer.callback_metrics.get(key)
-    return None if value is None else float(value)
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

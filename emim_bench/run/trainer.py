@@ -4,12 +4,13 @@ its callbacks (per-epoch curve with kNN monitor, non-finite loss guard, atomic c
 from __future__ import annotations
 
 import os
+import random
 import time
 from pathlib import Path
 
 import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
 
-import pandas as pd
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -17,13 +18,36 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.plugins import TorchCheckpointIO
 from solo.methods.base import BaseMethod
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emim_bench import evaluate
 from emim_bench.data import IndexedDataset
-from emim_bench.run.directory import CURVE_FILE, read_curve
+from emim_bench.run.directory import CURVE_FILE, append_curve_row, last_curve_row
 from emim_bench.run.evaluation import EvalSets
 from emim_bench.run.identity import run_id
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random order of ``range(n)`` that is a pure function of ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` at the start of every epoch (as it does for
+    ``DistributedSampler``), so a run resumed at epoch e shuffles as the uninterrupted run
+    did at epoch e, instead of replaying epoch 1's order from a freshly seeded generator.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(state))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 def pretrain_loader(
@@ -34,17 +58,17 @@ def pretrain_loader(
     ``dataset`` returns ``(views, label)``; the index that solo-learn's
     ``training_step`` expects is added here.
 
-    Shuffling uses its own generator seeded with ``seed``, so the batch order is
-    reproducible. ``drop_last`` keeps every batch at ``batch_size``, which the
-    batch statistics of Barlow Twins, VICReg and EMIM assume.
+    The order of each epoch depends on ``seed`` and the epoch only
+    (:class:`EpochShuffleSampler`; under DDP Lightning swaps in a ``DistributedSampler``
+    seeded by ``seed_everything``). ``drop_last`` keeps every batch at ``batch_size``,
+    which the batch statistics of Barlow Twins, VICReg and EMIM assume.
     """
     return DataLoader(
         IndexedDataset(dataset),
         batch_size=batch_size,
-        shuffle=True,
+        sampler=EpochShuffleSampler(len(dataset), seed),
         drop_last=True,
         num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
         persistent_workers=num_workers > 0,
     )
 
@@ -88,10 +112,6 @@ def fit(
     )
     trainer.fit(method, loader, ckpt_path=None if ckpt_path is None else str(ckpt_path))
     return trainer
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the message names the step."""
 
 
 def method_kwargs(cfg: DictConfig, num_classes: int, world_size: int = 1) -> dict:
@@ -148,72 +168,129 @@ def _scheduler(cfg: DictConfig) -> str:
 
 
 class EpochCurve(pl.Callback):
-    """Appends one row per epoch to ``curve.csv``: losses, online and kNN accuracy, wall time.
+    """Writes one row per epoch to ``curve.csv`` (rank 0): losses, online and kNN accuracy,
+    steps and training time.
 
-    ``wall_s`` is training time (validation included, this callback's kNN
-    evaluation excluded) in seconds since the run started, across resumes.
+    ``wall_s`` is training time (validation included, this callback's kNN evaluation
+    excluded) in seconds since the run started, summed over its starts. The kNN monitor
+    runs every ``knn_every`` epochs and at the last one, on rank 0 only; the other ranks
+    wait for it at the next step's gradient all-reduce.
 
-    Runs before the checkpoint of the epoch is written, so a killed run
-    repeats at most the last epoch (duplicate rows are resolved on reading,
-    keeping the last).
+    Runs before the checkpoint of the epoch is written, so a killed run repeats at most
+    the last epoch, whose row is then replaced.
     """
 
     def __init__(self, path: Path, eval_sets: EvalSets, knn_every: int, knn_k: int, temperature):
         self.path, self.eval_sets = path, eval_sets
         self.knn_every, self.knn_k, self.temperature = knn_every, knn_k, temperature
-        self.offset_s = float(read_curve(path)["wall_s"].iloc[-1]) if path.is_file() else 0.0
 
     def on_train_start(self, trainer, module):
+        self.offset_s = float(last_curve_row(self.path).get("wall_s") or 0.0)
         self.started, self.knn_s = time.perf_counter(), 0.0
 
     def on_train_epoch_end(self, trainer, module):
-        epoch, tic = trainer.current_epoch, time.perf_counter()
-        row = {"epoch": epoch + 1, "step": trainer.global_step}
+        if not trainer.is_global_zero:
+            return
+        epoch, tic = trainer.current_epoch + 1, time.perf_counter()
+        row = {"epoch": epoch, "step": trainer.global_step}
         row["wall_s"] = self.offset_s + tic - self.started - self.knn_s
         for key, value in trainer.callback_metrics.items():
             if key.endswith("_epoch") or key.startswith("val_"):
                 row[key.removesuffix("_epoch")] = float(value)
-        if self.knn_every and (
-            (epoch + 1) % self.knn_every == 0 or epoch + 1 == trainer.max_epochs
-        ):
+        if self.knn_every and (epoch % self.knn_every == 0 or epoch == trainer.max_epochs):
             feats = self.eval_sets.features(module.encoder)
             row["knn_acc1"], row["knn_acc5"] = evaluate.knn_accuracy(
-                *feats, k=self.knn_k, temperature=self.temperature
+                *feats,
+                k=self.knn_k,
+                temperature=self.temperature,
+                num_classes=self.eval_sets.num_classes,
             )
             self.knn_s += time.perf_counter() - tic
-        new = not self.path.is_file()
-        pd.DataFrame([row]).to_csv(self.path, mode="a", header=new, index=False)
+        append_curve_row(self.path, row)
+
+
+class EpochSeed(pl.Callback):
+    """Reseeds torch, numpy and Python's ``random`` at the start of every epoch from
+    ``(seed, epoch, rank)``.
+
+    Augmentations drawn in the training process then depend on the epoch, not on how many
+    epochs this process has run, so a run resumed from a checkpoint draws what the
+    uninterrupted run drew (exactly with ``trainer.num_workers=0``; loader workers keep
+    generators of their own).
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer, module):
+        entropy = [self.seed, trainer.current_epoch, trainer.global_rank]
+        state = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        torch.manual_seed(state)
+        np.random.seed(state)
+        random.seed(state)
+
+
+class CheckpointError(RuntimeError):
+    """``last.ckpt`` cannot be read; the message names the file and the two ways out."""
+
+
+def check_checkpoint(path: Path) -> None:
+    """Fail early, in one line, when the checkpoint a run would resume from is unreadable.
+
+    Raises:
+        CheckpointError: ``path`` exists but is truncated or corrupt (disk full, a kill
+            during a copy). Nothing in the run directory is removed.
+    """
+    if not path.is_file():
+        return
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        int(checkpoint["global_step"])
+    except Exception as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        raise CheckpointError(
+            f"cannot resume from {path} ({reason}); rerun with force=true to start over, "
+            f"or delete {path} to retrain from scratch"
+        ) from None
 
 
 class _AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic: a temporary file, then a rename.
+    """Lightning's checkpoint writer, made atomic: a uniquely named temporary file, then a rename.
 
     Lightning 1.9 writes ``last.ckpt`` in place; a run killed during that write
     would leave a truncated checkpoint that cannot be resumed from.
     """
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        tmp = Path(f"{path}.tmp")
+        tmp = Path(f"{path}.{os.getpid()}.tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the step."""
 
 
 class _NonFiniteLossGuard(pl.Callback):
     """Stops training with :class:`NonFiniteLossError` at the first NaN/inf training loss.
 
-    Checked before the backward pass, so the weights never take the bad step.
+    Checked before the backward pass, so the weights never take the bad step. Under DDP the
+    decision is reduced over the ranks (any rank's non-finite loss stops all of them), so
+    every rank raises the same error instead of the others waiting in the next collective.
     """
 
     def on_before_backward(self, trainer, module, loss):
-        if not torch.isfinite(loss).all():
+        bad = not bool(torch.isfinite(loss).all())
+        if trainer.strategy.reduce_boolean_decision(bad, all=False):
             raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at step {trainer.global_step + 1} "
+                f"non-finite training loss at step {trainer.global_step + 1} "
                 f"(epoch {trainer.current_epoch + 1}); lower the learning rate or check the data"
             )
 
 
 def make_trainer(cfg: DictConfig, out: Path, eval_sets: EvalSets) -> pl.Trainer:
     callbacks = [
+        EpochSeed(cfg.seed),
         _NonFiniteLossGuard(),
         EpochCurve(
             out / CURVE_FILE,
@@ -246,5 +323,6 @@ def make_trainer(cfg: DictConfig, out: Path, eval_sets: EvalSets) -> pl.Trainer:
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        log_every_n_steps=1,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        sync_batchnorm=cfg.trainer.sync_batchnorm,
     )

@@ -49,7 +49,7 @@ def _sweep_command(args) -> int:
     print(format_plan(sweep, runs))
     if args.dry_run:
         return 0
-    launch(sweep, [r for r in runs if r.state != "done"], args.launcher)
+    launch(sweep, [r for r in runs if r.state not in ("done", "running")], args.launcher)
     runs = plan(sweep, args.overrides)
     for run in runs:
         if run.state == "failed":

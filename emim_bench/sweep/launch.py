@@ -13,6 +13,7 @@ import yaml
 from omegaconf import DictConfig
 
 from emim_bench import config
+from emim_bench.run.cli import single_run_command
 from emim_bench.sweep.file import Sweep, override_value
 from emim_bench.sweep.plan import PlannedRun
 
@@ -57,7 +58,7 @@ def launch(sweep: Sweep, runs: list[PlannedRun], launcher: str | None = None) ->
     def app(cfg: DictConfig) -> int:
         return run_job(cfg)
 
-    saved, sys.argv = sys.argv, ["emim-bench sweep", *argv]
+    saved, sys.argv = sys.argv, [sys.argv[0], *argv]
     try:
         app()
     finally:
@@ -75,7 +76,8 @@ def run_job(cfg: DictConfig) -> int:
 
     try:
         config.check_values(cfg)
-        return run_or_report(cfg)
+        with single_run_command():
+            return run_or_report(cfg)
     except Exception as error:  # recorded in failed.json by the run; the sweep goes on
         print(f"emim-bench sweep: run failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
