@@ -19,7 +19,13 @@ from emim_bench.run import cli as run_cli
 from emim_bench.sweep import cli as sweep_cli
 
 # register(subparsers) of each subcommand, in the order `--help` lists them.
-SUBCOMMANDS = (run_cli.register, sweep_cli.register, report_cli.register, bench_cli.register)
+SUBCOMMANDS = (
+    run_cli.register,
+    run_cli.register_evaluate,
+    sweep_cli.register,
+    report_cli.register,
+    bench_cli.register,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

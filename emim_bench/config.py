@@ -6,7 +6,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "method_configs"
@@ -49,6 +49,50 @@ def load(overrides: list[str] | None = None) -> DictConfig:
     overrides = list(overrides or [])
     check_overrides(overrides)
     cfg = _compose(overrides)
+    check_values(cfg)
+    return cfg
+
+
+# Groups whose choice may change under an existing checkpoint (evaluation on another dataset,
+# the backbone it was trained with, another device); method and budget define the training.
+SWAPPABLE_GROUPS = ("data", "backbone", "trainer")
+
+
+def load_onto(base: DictConfig, overrides: list[str] | None = None) -> DictConfig:
+    """``overrides`` applied to an already composed config, e.g. a run's ``config.yaml``.
+
+    ``GROUP=CHOICE`` replaces that group's node by ``method_configs/GROUP/CHOICE.yaml`` (for
+    :data:`SWAPPABLE_GROUPS`); ``KEY=VALUE`` sets an existing key (Hydra's override syntax).
+
+    Raises:
+        ConfigError: an unknown choice or key, a group that cannot change for a trained
+            model (``method``, ``budget``), a malformed override, a value out of range.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    overrides = list(overrides or [])
+    check_overrides(overrides)
+    cfg = OmegaConf.create(OmegaConf.to_container(base, resolve=True))
+    OmegaConf.set_struct(cfg, True)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(_one_line(error)) from None
+    for override in parsed:
+        key, value = override.key_or_group, override.value()
+        if key in SWAPPABLE_GROUPS:
+            with open_dict(cfg):
+                cfg[key] = OmegaConf.load(CONFIG_DIR / key / f"{value}.yaml")
+        elif key in GROUPS:
+            raise ConfigError(
+                f"{key}= cannot change for a trained model; only data=, backbone= and trainer= can"
+            )
+        else:
+            try:
+                OmegaConf.update(cfg, key, value, merge=False)
+            except OmegaConfBaseException:
+                raise ConfigError(f"unknown config key '{key}'") from None
     check_values(cfg)
     return cfg
 

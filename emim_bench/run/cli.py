@@ -103,3 +103,37 @@ def single_run_command() -> Iterator[None]:
         yield
     finally:
         sys.argv = saved
+
+
+def register_evaluate(subparsers) -> None:
+    """Add the ``evaluate`` subcommand to the ``emim-bench`` parser."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="kNN and linear probe of any checkpoint, on any dataset (eval-<data>.json)",
+        description="Evaluate the backbone of a run directory, one of our checkpoints, or a "
+        "checkpoint of solo-learn's own main_pretrain.py (backbone under encoder. or "
+        "backbone.). A run directory's config.yaml is the starting config; overrides change "
+        "the dataset (data=cifar100), the backbone of a bare checkpoint (backbone=resnet50) "
+        "or the device (trainer=gpu). Writes eval-<data>.json beside the checkpoint; "
+        "results.json is left alone.",
+    )
+    parser.add_argument("path", metavar="PATH", help="run directory or .ckpt file")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data=cifar100")
+    parser.set_defaults(
+        handler=_evaluate_command,
+        accepts_extra=lambda extra: all("=" in x and not x.startswith("-") for x in extra),
+    )
+
+
+def _evaluate_command(args) -> int:
+    from emim_bench import data
+    from emim_bench.run.checkpoint import CheckpointLoadError, evaluate_path
+    from emim_bench.run.results import headline
+
+    try:
+        target, result = evaluate_path(args.path, args.overrides)
+    except (CheckpointLoadError, config.ConfigError, data.DatasetNotFoundError) as error:
+        print(f"emim-bench evaluate: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{result['dataset']}: {headline(result['metrics'])}; wrote {target}")
+    return 0
