@@ -33,9 +33,15 @@ class EvalSets:
         return (*train, *test)
 
 
-def offline_metrics(cfg: DictConfig, backbone: torch.nn.Module, eval_sets: EvalSets) -> dict:
-    """kNN acc@1/acc@5 for every k of ``eval.knn_k`` and the linear probe's, in percent."""
-    feats = eval_sets.features(backbone)
+def offline_metrics(
+    cfg: DictConfig, backbone: torch.nn.Module, eval_sets: EvalSets, feats: tuple | None = None
+) -> dict:
+    """kNN acc@1/acc@5 for every k of ``eval.knn_k`` and the linear probe's, in percent.
+
+    ``feats``: :meth:`EvalSets.features` of this backbone if already extracted (the kNN
+    monitor's of the last epoch), else they are extracted here.
+    """
+    feats = feats if feats is not None else eval_sets.features(backbone)
     metrics = {}
     for k in cfg.eval.knn_k:
         acc1, acc5 = evaluate.knn_accuracy(

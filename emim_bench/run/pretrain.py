@@ -40,6 +40,7 @@ from emim_bench.run.results import (
 )
 from emim_bench.run.trainer import (
     CheckpointError,
+    EpochCurve,
     NonFiniteLossError,
     check_checkpoint,
     make_trainer,
@@ -156,7 +157,9 @@ def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict | Non
         )
         if not trainer.is_global_zero:
             return None
-    metrics = offline_metrics(cfg, method.encoder.to(_device(trainer)), eval_sets)
+    curve = next(c for c in trainer.callbacks if isinstance(c, EpochCurve))
+    backbone = method.encoder.to(_device(trainer))
+    metrics = offline_metrics(cfg, backbone, eval_sets, curve.final_features)
     if cfg.method.name != "random":
         last = last_curve_row(out / CURVE_FILE)  # also right when fit had nothing left to do
         metrics["online_acc1"] = last.get("val_acc1")

@@ -177,12 +177,15 @@ class EpochCurve(pl.Callback):
     wait for it at the next step's gradient all-reduce.
 
     Runs before the checkpoint of the epoch is written, so a killed run repeats at most
-    the last epoch, whose row is then replaced.
+    the last epoch, whose row is then replaced. The features of the last epoch's kNN
+    monitor are kept in :attr:`final_features` for the final evaluation (no optimizer step
+    follows them, and extraction leaves BatchNorm statistics alone).
     """
 
     def __init__(self, path: Path, eval_sets: EvalSets, knn_every: int, knn_k: int, temperature):
         self.path, self.eval_sets = path, eval_sets
         self.knn_every, self.knn_k, self.temperature = knn_every, knn_k, temperature
+        self.final_features: tuple | None = None
 
     def on_train_start(self, trainer, module):
         self.offset_s = float(last_curve_row(self.path).get("wall_s") or 0.0)
@@ -199,6 +202,8 @@ class EpochCurve(pl.Callback):
                 row[key.removesuffix("_epoch")] = float(value)
         if self.knn_every and (epoch % self.knn_every == 0 or epoch == trainer.max_epochs):
             feats = self.eval_sets.features(module.encoder)
+            if epoch == trainer.max_epochs:
+                self.final_features = feats
             row["knn_acc1"], row["knn_acc5"] = evaluate.knn_accuracy(
                 *feats,
                 k=self.knn_k,
