@@ -124,6 +124,7 @@ _INTEGERS = {
     "seed": (0, False),
     "warmup_epochs": (0, False),
     "knn_every_n_epochs": (0, False),
+    "diagnostics_batch": (0, False),
     "data.crop_size": (1, False),
     "data.train_size": (1, True),
     "data.test_size": (1, True),

@@ -51,3 +51,24 @@ def test_effective_rank_is_a_detached_float64_scalar():
 def test_effective_rank_rejects_non_matrix_input():
     with pytest.raises(ValueError, match="2-D"):
         effective_rank(torch.randn(3, 4, 5))
+
+
+def test_alignment_of_identical_orthogonal_and_opposite_views():
+    from emim_bench.metrics import alignment
+
+    z = torch.randn(32, 8, generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert alignment(z, 3.0 * z) == pytest.approx(0.0, abs=1e-12)  # scale-free, views agree
+    assert alignment(z, -z) == pytest.approx(4.0)  # ||a - (-a)||^2 = 4 on the unit sphere
+    e = torch.eye(8, dtype=F64)
+    assert alignment(e, e.roll(1, dims=0)) == pytest.approx(2.0)  # orthogonal: ||a - b||^2 = 2
+
+
+def test_uniformity_of_a_collapsed_set_antipodes_and_an_orthonormal_basis():
+    from emim_bench.metrics import uniformity
+
+    point = torch.ones(16, 4, dtype=F64)
+    assert uniformity(point) == pytest.approx(0.0, abs=1e-12)  # collapse: log E exp(0)
+    antipodes = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=F64)
+    assert uniformity(antipodes) == pytest.approx(-8.0)  # log exp(-2 * 4)
+    assert uniformity(5.0 * torch.eye(6, dtype=F64)) == pytest.approx(-4.0)  # distance^2 = 2
+    assert uniformity(torch.eye(6, dtype=F64), t=1.0) == pytest.approx(-2.0)

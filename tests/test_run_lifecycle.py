@@ -90,6 +90,9 @@ def test_knn_every_second_epoch_writes_a_readable_curve_and_the_run_finishes_aga
     curve = pd.read_csv(run / run_directory.CURVE_FILE)
     assert list(curve.columns[:5]) == list(run_directory.CURVE_COLUMNS)
     assert curve["knn_acc1"].isna().tolist() == [True, False, False]  # epochs 2 and 3 (last)
+    diagnostics = curve[["rankme_backbone", "rankme_projector", "alignment", "uniformity"]]
+    assert diagnostics.notna().all().all()  # every epoch
+    assert ((diagnostics["uniformity"] < 0) & (diagnostics["rankme_backbone"] > 1)).all()
     (run / run_directory.RESULTS_FILE).unlink()  # as a kill during the final evaluation leaves it
 
     again = pretrain.run(cfg)
@@ -294,3 +297,26 @@ def test_a_test_subset_lacking_classes_is_evaluated_over_the_datasets_classes(tm
     assert set(results["metrics"]) >= {"knn_acc1_k20", "knn_acc5_k200", "linear_acc5"}
     knn = [v for k, v in results["metrics"].items() if k.startswith("knn_")]
     assert len(knn) == 4 and all(v in (0.0, 20.0, 40.0, 60.0, 80.0, 100.0) for v in knn)
+
+
+def test_collapse_diagnostics_leave_the_model_as_it_was():
+    from emim_bench.run.evaluation import representation_diagnostics
+
+    class Method(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(12))
+            self.projector = torch.nn.Identity()
+
+    method = Method().train()
+    method.encoder[1].running_mean.fill_(0.5)
+    views = torch.randn(20, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    stats = representation_diagnostics(method, views, views.clone())
+    assert stats["alignment"] == pytest.approx(0.0, abs=1e-12)  # the two views are identical
+    features = method.encoder.eval()(views)
+    from emim_bench.metrics import effective_rank, uniformity
+
+    assert stats["uniformity"] == pytest.approx(uniformity(features))
+    assert stats["rankme_backbone"] == stats["rankme_projector"]  # identity projector
+    assert stats["rankme_backbone"] == pytest.approx(float(effective_rank(features)))
+    assert method.encoder[1].running_mean.eq(0.5).all()  # BatchNorm statistics untouched

@@ -15,7 +15,20 @@ from emim_bench.report.collect import done_runs
 from emim_bench.report.labels import HEADLINE_METRICS, METRIC_LABELS, method_label, method_order
 from emim_bench.report.published import PUBLISHED_ONLINE_ACC1
 
-FIGURES = ("accuracy.png", "knn_vs_epoch.png", "knn_vs_time.png", "throughput.png")
+FIGURES = (
+    "accuracy.png",
+    "knn_vs_epoch.png",
+    "knn_vs_time.png",
+    "diagnostics.png",
+    "throughput.png",
+)
+# The per-epoch collapse diagnostics of curve.csv and how they are labelled.
+DIAGNOSTICS = {
+    "rankme_backbone": "RankMe of backbone features",
+    "rankme_projector": "RankMe of projector output",
+    "alignment": "alignment (lower: views agree)",
+    "uniformity": "uniformity (lower: more uniform; 0: collapsed)",
+}
 _STYLE = dict(style="whitegrid")
 
 
@@ -203,6 +216,42 @@ def curve_figure(curves: pd.DataFrame, done: pd.DataFrame, x: str, path: Path) -
             ax.set_ylabel("kNN acc@1, k=20 (%)")
             ax.set_title(f"{setting}\nkNN accuracy during training (thick: mean; thin: seeds)")
             ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def diagnostics_figure(curves: pd.DataFrame, path: Path) -> Path | None:
+    """The collapse diagnostics against epoch, one line per method (mean over seeds), one
+    row of four panels per setting; None when no curve has them."""
+    present = [c for c in DIAGNOSTICS if c in curves and curves[c].notna().any()]
+    if curves.empty or not present:
+        return None
+    curves = curves[curves[present].notna().any(axis=1)]
+    settings = list(curves["setting"].drop_duplicates())
+    palette = _palette(method_order(curves["method"]))
+    with sns.axes_style(**_STYLE):
+        fig, axes = _axes_grid(len(settings), len(present), 4.2, 3.4)
+        for row, setting in zip(axes, settings):
+            in_setting = curves[curves["setting"] == setting]
+            for ax, column in zip(row, present):
+                for method in method_order(in_setting["method"]):
+                    runs = in_setting[(in_setting["method"] == method) & in_setting[column].notna()]
+                    if runs.empty:
+                        continue
+                    mean = runs.groupby("epoch")[column].mean()
+                    ax.plot(
+                        mean.index,
+                        mean.values,
+                        color=palette.get(method),
+                        lw=2,
+                        marker="o",
+                        ms=3,
+                        label=method_label(method),
+                    )
+                ax.set_xlabel("epoch")
+                ax.xaxis.get_major_locator().set_params(integer=True)
+                ax.set_title(DIAGNOSTICS[column], fontsize=9)
+            row[0].set_ylabel(setting, fontsize=8)
+            row[0].legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 

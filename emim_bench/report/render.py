@@ -33,6 +33,7 @@ from emim_bench.report.figures import (
     FIGURES,
     accuracy_figure,
     curve_figure,
+    diagnostics_figure,
     floor_means,
     throughput_figure,
 )
@@ -540,6 +541,16 @@ def render_report(runs_dir, out_dir, command, expected, notes="") -> tuple[Path,
             )
         else:
             doc.p("No run has a curve with kNN accuracy (`curve.csv`): no learning curves.")
+        diagnostics = diagnostics_figure(curves, figures_dir / "diagnostics.png")
+        if diagnostics:
+            doc.figure(
+                diagnostics,
+                "Collapse diagnostics per epoch on a fixed batch of held-out images (mean over "
+                "seeds): RankMe (Garrido et al. 2023) of the backbone features and of the "
+                "projector output, alignment and uniformity (Wang and Isola 2020) of the "
+                "L2-normalised projector output. A collapsing method shows a falling RankMe "
+                "and both alignment and uniformity near 0.",
+            )
 
         doc.h(2, "Throughput and memory")
         throughput = throughput_figure(df, figures_dir / "throughput.png")

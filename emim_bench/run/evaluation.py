@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from emim_bench import data, evaluate
+from emim_bench.metrics import alignment, effective_rank, uniformity
 
 
 class EvalSets:
@@ -25,12 +28,68 @@ class EvalSets:
         self.test = data.balanced_subset_of(test, cfg.data.test_size, cfg.seed)
         self.num_classes = cfg.data.num_classes or int(data.labels_of(self.train).max()) + 1
         self.batch_size, self.num_workers = cfg.eval.batch_size, cfg.trainer.num_workers
+        self._cfg, self._root = cfg, root
+
+    def held_out_views(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two views, (n, 3, H, W) float32 each, of the first ``n`` images of the test subset,
+        drawn once with the run's pretraining augmentation and seed (the generators of torch,
+        numpy and ``random`` are restored afterwards): the fixed batch of the collapse
+        diagnostics.
+        """
+        cfg = self._cfg
+        transform = data.pretrain_transform(
+            cfg.data.kind, cfg.method.augmentation, cfg.data.crop_size
+        )
+        pairs = data.balanced_subset_of(
+            data.open_split(cfg.data, self._root, "test", transform), cfg.data.test_size, cfg.seed
+        )
+        state = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+        try:
+            torch.manual_seed(cfg.seed), np.random.seed(cfg.seed), random.seed(cfg.seed)
+            views = [pairs[i][0] for i in range(min(n, len(pairs)))]
+        finally:
+            torch.random.set_rng_state(state[0]), np.random.set_state(state[1])
+            random.setstate(state[2])
+        return torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
 
     def features(self, backbone: torch.nn.Module):
         """``(train_features, train_labels, test_features, test_labels)`` of ``backbone``."""
         train = evaluate.extract_features(backbone, self.train, self.batch_size, self.num_workers)
         test = evaluate.extract_features(backbone, self.test, self.batch_size, self.num_workers)
         return (*train, *test)
+
+
+@torch.no_grad()
+def representation_diagnostics(
+    module: torch.nn.Module, view1: torch.Tensor, view2: torch.Tensor
+) -> dict[str, float]:
+    """Collapse diagnostics of a method on a fixed batch of two views, in eval mode.
+
+    ``rankme_backbone`` and ``rankme_projector``: effective rank (RankMe, Garrido et al.
+    2023) of the backbone features and of the projector output of the first view;
+    ``alignment`` (of the two views' projector outputs) and ``uniformity`` (of the first
+    view's), Wang and Isola (2020), on L2-normalised outputs. A collapsing run shows a
+    falling RankMe, and alignment and uniformity both near 0. BatchNorm statistics are
+    left as they are; the module's training mode is restored.
+
+    Args:
+        module: a solo-learn method (``encoder`` and ``projector``).
+        view1, view2: (N, 3, H, W) images on any device (moved to the module's).
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        device = next(module.parameters()).device
+        f1, f2 = module.encoder(view1.to(device)), module.encoder(view2.to(device))
+        z1, z2 = module.projector(f1), module.projector(f2)
+    finally:
+        module.train(was_training)
+    return {
+        "rankme_backbone": float(effective_rank(f1)),
+        "rankme_projector": float(effective_rank(z1)),
+        "alignment": alignment(z1, z2),
+        "uniformity": uniformity(z1),
+    }
 
 
 def offline_metrics(

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from emim_bench import evaluate
 from emim_bench.data import IndexedDataset
 from emim_bench.run.directory import CURVE_FILE, append_curve_row, last_curve_row
-from emim_bench.run.evaluation import EvalSets
+from emim_bench.run.evaluation import EvalSets, representation_diagnostics
 from emim_bench.run.identity import run_id
 
 
@@ -169,12 +169,14 @@ def _scheduler(cfg: DictConfig) -> str:
 
 class EpochCurve(pl.Callback):
     """Writes one row per epoch to ``curve.csv`` (rank 0): losses, online and kNN accuracy,
-    steps and training time.
+    collapse diagnostics, steps and training time.
 
-    ``wall_s`` is training time (validation included, this callback's kNN evaluation
+    ``wall_s`` is training time (validation included, this callback's own evaluation
     excluded) in seconds since the run started, summed over its starts. The kNN monitor
-    runs every ``knn_every`` epochs and at the last one, on rank 0 only; the other ranks
-    wait for it at the next step's gradient all-reduce.
+    runs every ``knn_every`` epochs and at the last one; the collapse diagnostics
+    (:func:`representation_diagnostics`, on a fixed batch of ``diagnostics_batch`` held-out
+    images, 0 to turn them off) every epoch; both on rank 0 only, the other ranks waiting
+    for it at the next step's gradient all-reduce.
 
     Runs before the checkpoint of the epoch is written, so a killed run repeats at most
     the last epoch, whose row is then replaced. The features of the last epoch's kNN
@@ -182,10 +184,20 @@ class EpochCurve(pl.Callback):
     follows them, and extraction leaves BatchNorm statistics alone).
     """
 
-    def __init__(self, path: Path, eval_sets: EvalSets, knn_every: int, knn_k: int, temperature):
+    def __init__(
+        self,
+        path: Path,
+        eval_sets: EvalSets,
+        knn_every: int,
+        knn_k: int,
+        temperature: float,
+        diagnostics_batch: int = 0,
+    ):
         self.path, self.eval_sets = path, eval_sets
         self.knn_every, self.knn_k, self.temperature = knn_every, knn_k, temperature
+        self.diagnostics_batch = diagnostics_batch
         self.final_features: tuple | None = None
+        self._views: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def on_train_start(self, trainer, module):
         self.offset_s = float(last_curve_row(self.path).get("wall_s") or 0.0)
@@ -210,7 +222,12 @@ class EpochCurve(pl.Callback):
                 temperature=self.temperature,
                 num_classes=self.eval_sets.num_classes,
             )
-            self.knn_s += time.perf_counter() - tic
+        if self.diagnostics_batch:
+            if self._views is None:
+                self._views = self.eval_sets.held_out_views(self.diagnostics_batch)
+            if len(self._views[0]) >= 2:  # uniformity needs pairs
+                row.update(representation_diagnostics(module, *self._views))
+        self.knn_s += time.perf_counter() - tic
         append_curve_row(self.path, row)
 
 
@@ -303,6 +320,7 @@ def make_trainer(cfg: DictConfig, out: Path, eval_sets: EvalSets) -> pl.Trainer:
             cfg.knn_every_n_epochs,
             cfg.eval.knn_k[0],
             cfg.eval.knn_temperature,
+            cfg.diagnostics_batch,
         ),
         ModelCheckpoint(
             dirpath=out / "checkpoints", save_last=True, save_top_k=0, save_on_train_epoch_end=True
