@@ -267,6 +267,7 @@ def test_ddp_pretrain_trains_on_two_ranks_and_rank_zero_alone_evaluates_and_writ
     assert results["train"]["steps"] == 4
     curve = pd.read_csv(runs[0] / run_directory.CURVE_FILE)
     assert curve["epoch"].tolist() == [1, 2] and curve["knn_acc1"].notna().all()
+    assert curve[["train_emim_loss", "train_mi_nats", "rankme_projector"]].notna().all().all()
     assert sorted(p.name for p in runs[0].glob("*.tmp")) == []
 
 
@@ -320,3 +321,62 @@ def test_collapse_diagnostics_leave_the_model_as_it_was():
     assert stats["rankme_backbone"] == stats["rankme_projector"]  # identity projector
     assert stats["rankme_backbone"] == pytest.approx(float(effective_rank(features)))
     assert method.encoder[1].running_mean.eq(0.5).all()  # BatchNorm statistics untouched
+
+
+def test_rewinding_the_curve_to_the_checkpoint_counts_no_epoch_twice(tmp_path):
+    path = tmp_path / "curve.csv"
+    for epoch in (1, 2, 3):
+        run_directory.append_curve_row(
+            path, {"epoch": epoch, "step": 4 * epoch, "wall_s": 10.0 * epoch}
+        )
+    assert run_directory.rewind_curve(path, 2) == 20.0  # the checkpoint is epoch 2's
+    assert run_directory.read_curve(path)["epoch"].tolist() == [1, 2]
+    assert run_directory.rewind_curve(path, 0) == 0.0  # no checkpoint: start from zero
+    assert run_directory.read_curve(path).empty
+    path.write_text("")  # an empty file reads as an empty curve
+    assert list(run_directory.read_curve(path).columns) == list(run_directory.CURVE_COLUMNS)
+
+
+def test_a_claim_waits_out_a_state_probe(tmp_path):
+    import fcntl
+    import threading
+
+    (tmp_path / run_directory.CLAIM_FILE).touch()  # a released claim
+    fd = os.open(tmp_path / run_directory.CLAIM_FILE, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # what is_claimed() holds for an instant
+
+    def release():
+        time.sleep(0.08)
+        os.close(fd)
+
+    threading.Thread(target=release).start()
+    with run_directory.Claim(tmp_path):
+        assert run_directory.run_state(tmp_path) == "running"
+
+
+def test_results_are_readable_by_others_as_the_umask_allows(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        run_directory.write_json_atomic(tmp_path / "results.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+    assert list(tmp_path.iterdir()) == [tmp_path / "results.json"]  # no temporary file left
+
+
+def test_a_results_file_that_is_not_json_is_failed_and_evaluated_again(tmp_path, capsys):
+    cfg = _cfg(tmp_path, "epochs=1")
+    first = pretrain.run(cfg)
+    run = run_identity.run_dir(cfg)
+    (run / run_directory.RESULTS_FILE).write_text('{"status": "do')  # cut by a full disk
+    assert run_directory.run_state(run) == "failed"
+    again = pretrain.run(cfg)
+    assert "is not valid JSON: evaluating again" in capsys.readouterr().out
+    assert again["metrics"] == first["metrics"] and run_directory.run_state(run) == "done"
+
+
+def test_a_runs_root_that_cannot_be_created_is_one_line(capsys):
+    cfg = config.load(["method=simclr", "runs_root=/proc/emim-bench-runs", *TINY])
+    assert pretrain.run_or_report(cfg) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "check runs_root" in err

@@ -181,6 +181,9 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_np
         ("name: x\ngrid: {method: [emim], method.kwargs.eps: [-1.0]}\n", "eps must be >= 0"),
         ("name: x\ngrid: {method: [emim]}\nlaunchr: basic\n", "unknown keys ['launchr']"),
         ("name: x\ngrid: {method: [emim]}\nnotes: [a]\n", "notes must be text (paragraphs)"),
+        ("name: x\ngrid: {method: [emim]}\nlauncher_options: [1]\n", "must be a mapping"),
+        ("name: ../x\ngrid: {method: [emim]}\n", "name must be a plain folder name"),
+        ("name: x\ngrid: {seed: [0, 1, 0]}\n", "grid.seed lists a value twice"),
     ],
 )
 def test_bad_sweep_files_exit_2_naming_the_problem(content, message, tmp_path, capsys):

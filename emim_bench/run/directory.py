@@ -1,7 +1,8 @@
 """A run directory: its files, its state, its claim, atomic writes and the per-epoch curve.
 
-Every writer of a run directory goes through this module, and ``pretrain``, ``sweep`` and
-``report`` read a run's state with :func:`run_state`. Under DDP only rank 0 writes (the
+Our writers of a run directory go through this module (Lightning writes its checkpoints,
+atomically, and its logs), and ``pretrain``, ``sweep`` and ``report`` read a run's state
+with :func:`run_state`. Under DDP only rank 0 writes (the
 callers check :func:`is_rank_zero`). Light on purpose (pandas only): the sweep plan and the
 report read run directories without importing torch.
 """
@@ -14,6 +15,7 @@ import math
 import os
 import socket
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,6 +60,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from teammates
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -66,15 +69,43 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write ``payload`` as sorted, indented JSON with :func:`write_text_atomic`."""
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def read_curve(path: Path) -> pd.DataFrame:
-    """The per-epoch curve of a run, one row per epoch (the last row wins after a resume)."""
-    curve = pd.read_csv(path)
+    """The per-epoch curve of a run, one row per epoch (the last row wins after a resume);
+    an empty file gives an empty frame with :data:`CURVE_COLUMNS`."""
+    try:
+        curve = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=list(CURVE_COLUMNS))
     return curve.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+def rewind_curve(path: Path, epochs_done: int) -> float:
+    """Drop the rows of epochs after ``epochs_done`` (the checkpoint's) and return the
+    training seconds recorded at ``epochs_done`` (0 when it has no row).
+
+    A row is written just before its epoch's checkpoint, so a run killed in between, or
+    restarted without its checkpoint, has rows the checkpoint does not cover; their time
+    is not counted twice.
+    """
+    if not path.is_file():
+        return 0.0
+    curve = read_curve(path)
+    kept = curve[curve["epoch"] <= epochs_done]
+    if len(kept) < len(curve):
+        write_text_atomic(path, kept.to_csv(index=False))
+    at = kept[kept["epoch"] == epochs_done]["wall_s"]
+    return float(at.iloc[-1]) if len(at) and not math.isnan(at.iloc[-1]) else 0.0
 
 
 def append_curve_row(path: Path, row: dict) -> None:
@@ -92,6 +123,15 @@ def append_curve_row(path: Path, row: dict) -> None:
     write_text_atomic(path, curve.to_csv(index=False))
 
 
+def read_results(directory: Path) -> dict | None:
+    """The ``results.json`` of a run directory, or None when missing or not valid JSON."""
+    try:
+        results = json.loads((Path(directory) / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return results if isinstance(results, dict) else None
+
+
 def last_curve_row(path: Path) -> dict:
     """The last epoch's row of ``curve.csv`` as a dict (missing values None; {} without a
     curve)."""
@@ -102,6 +142,9 @@ def last_curve_row(path: Path) -> dict:
         return {}
     row = curve.iloc[-1].to_dict()
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+
+
+_CLAIM_ATTEMPTS = 5
 
 
 class RunClaimedError(RuntimeError):
@@ -131,11 +174,16 @@ class Claim:
     def __enter__(self) -> Claim:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunClaimedError(f"running elsewhere ({describe_holder(self.path)})") from None
+        for attempt in range(_CLAIM_ATTEMPTS):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == _CLAIM_ATTEMPTS - 1:
+                    os.close(fd)
+                    holder = describe_holder(self.path)
+                    raise RunClaimedError(f"running elsewhere ({holder})") from None
+                time.sleep(0.05)  # is_claimed() may be probing the lock this very moment
         previous = os.read(fd, 4096).decode(errors="replace").strip()
         if previous:
             self.taken_over = describe_holder(self.path)
@@ -180,13 +228,14 @@ def is_claimed(directory: Path) -> bool:
 def run_state(directory: Path) -> str:
     """The state of a run directory, one of :data:`STATES`.
 
-    "done": ``results.json`` exists; "running": a live process holds its claim; "failed":
-    ``failed.json`` exists; "partial": a checkpoint without results (interrupted); "to do":
-    none of these.
+    "done": a readable ``results.json``; "running": a live process holds its claim;
+    "failed": ``failed.json`` exists, or a ``results.json`` that is not JSON (the run is
+    evaluated again when rerun); "partial": a checkpoint without results (interrupted);
+    "to do": none of these.
     """
     directory = Path(directory)
     if (directory / RESULTS_FILE).is_file():
-        return "done"
+        return "done" if read_results(directory) is not None else "failed"
     if is_claimed(directory):
         return "running"
     if (directory / FAILED_FILE).is_file():

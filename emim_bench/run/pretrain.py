@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from emim_bench.run.directory import (
     RunClaimedError,
     is_rank_zero,
     last_curve_row,
+    read_results,
     utc_now,
     write_json_atomic,
     write_text_atomic,
@@ -81,10 +81,13 @@ def run(cfg: DictConfig) -> dict | None:
     data.check_available(cfg.data, root)
     out = run_dir(cfg)
     results_path = out / RESULTS_FILE
-    if results_path.is_file() and not cfg.force:
+    done = read_results(out)
+    if done is not None and not cfg.force:
         if is_rank_zero():
             print(f"{run_id(cfg)}: already done, results in {results_path} (force=true to redo)")
-        return json.loads(results_path.read_text())
+        return done
+    if results_path.is_file() and is_rank_zero():
+        print(f"{run_id(cfg)}: {results_path} is not valid JSON: evaluating again")
     if not is_rank_zero():
         return _pretrain_and_evaluate(cfg, root, out)  # a DDP worker: trains, writes nothing
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +178,8 @@ def run_or_report(cfg: DictConfig) -> int:
     """:func:`run`, turning the errors a user can fix into a one-line message and an exit code.
 
     Returns:
-        0 on success; 2 for a missing GPU or dataset; 1 for a failed run (``failed.json`` says
+        0 on success; 2 for a missing GPU or dataset or a run directory that cannot be
+        written; 1 for a failed run (``failed.json`` says
         why: a non-finite loss, an unreadable checkpoint) or one that another process holds.
     """
     try:
@@ -189,4 +193,7 @@ def run_or_report(cfg: DictConfig) -> int:
     except RunClaimedError as error:
         print(f"emim-bench pretrain: {run_id(cfg)}: {error}: skipped", file=sys.stderr)
         return 1
+    except OSError as error:  # e.g. a runs_root that cannot be created or written
+        print(f"emim-bench pretrain: error: {error} (check runs_root)", file=sys.stderr)
+        return 2
     return 0

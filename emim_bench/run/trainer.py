@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emim_bench import evaluate
 from emim_bench.data import IndexedDataset
-from emim_bench.run.directory import CURVE_FILE, append_curve_row, last_curve_row
+from emim_bench.run.directory import CURVE_FILE, append_curve_row, rewind_curve
 from emim_bench.run.evaluation import EvalSets, representation_diagnostics
 from emim_bench.run.identity import run_id
 
@@ -176,7 +176,7 @@ class EpochCurve(pl.Callback):
     runs every ``knn_every`` epochs and at the last one; the collapse diagnostics
     (:func:`representation_diagnostics`, on a fixed batch of ``diagnostics_batch`` held-out
     images, 0 to turn them off) every epoch; both on rank 0 only, the other ranks waiting
-    for it at the next step's gradient all-reduce.
+    for it at the epoch's checkpoint barrier.
 
     Runs before the checkpoint of the epoch is written, so a killed run repeats at most
     the last epoch, whose row is then replaced. The features of the last epoch's kNN
@@ -200,18 +200,24 @@ class EpochCurve(pl.Callback):
         self._views: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def on_train_start(self, trainer, module):
-        self.offset_s = float(last_curve_row(self.path).get("wall_s") or 0.0)
+        self.offset_s = 0.0
+        if trainer.is_global_zero:  # epochs after the checkpoint's are trained again
+            self.offset_s = rewind_curve(self.path, trainer.current_epoch)
         self.started, self.knn_s = time.perf_counter(), 0.0
 
     def on_train_epoch_end(self, trainer, module):
+        epoch, tic = trainer.current_epoch + 1, time.perf_counter()
+        # Read on every rank: reading may all-reduce metrics logged with sync_dist.
+        logged = {
+            key.removesuffix("_epoch"): float(value)
+            for key, value in trainer.callback_metrics.items()
+            if key.endswith("_epoch") or key.startswith("val_")
+        }
         if not trainer.is_global_zero:
             return
-        epoch, tic = trainer.current_epoch + 1, time.perf_counter()
         row = {"epoch": epoch, "step": trainer.global_step}
         row["wall_s"] = self.offset_s + tic - self.started - self.knn_s
-        for key, value in trainer.callback_metrics.items():
-            if key.endswith("_epoch") or key.startswith("val_"):
-                row[key.removesuffix("_epoch")] = float(value)
+        row.update(logged)
         if self.knn_every and (epoch % self.knn_every == 0 or epoch == trainer.max_epochs):
             feats = self.eval_sets.features(module.encoder)
             if epoch == trainer.max_epochs:
@@ -285,8 +291,11 @@ class _AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         tmp = Path(f"{path}.{os.getpid()}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a write that failed (disk full) leaves nothing
 
 
 class NonFiniteLossError(RuntimeError):

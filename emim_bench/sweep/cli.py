@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -53,8 +54,11 @@ def _sweep_command(args) -> int:
     runs = plan(sweep, args.overrides)
     for run in runs:
         if run.state == "failed":
-            error = (run.run_dir / FAILED_FILE).read_text()
-            print(f"failed: {run.run_id}: {error.strip()}")
+            try:
+                error = json.loads((run.run_dir / FAILED_FILE).read_text())["error"]
+            except (OSError, ValueError, KeyError):
+                error = "see its results.json or failed.json"
+            print(f"failed: {run.run_id}: {error}")
     if not args.no_report:
         _write_report(sweep, runs, args)
     print(summary_line(sweep, runs))

@@ -59,6 +59,13 @@ def read_sweep(path: str | Path) -> Sweep:
     notes = raw.get("notes") or ""
     if not isinstance(notes, str):
         raise SweepError(f"{path}: notes must be text (paragraphs), e.g. notes: |")
+    if not isinstance(raw.get("launcher_options") or {}, dict):
+        raise SweepError(f"{path}: launcher_options must be a mapping, e.g. {{n_jobs: 2}}")
+    if "/" in str(name) or str(name).startswith("."):
+        raise SweepError(f"{path}: name must be a plain folder name, got {name!r}")
+    for key, values in grid.items():
+        if len({str(v) for v in values}) < len(values):
+            raise SweepError(f"{path}: grid.{key} lists a value twice: {values}")
     launcher = raw.get("launcher", "basic")
     if launcher not in LAUNCHERS:
         raise SweepError(f"{path}: unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")
