@@ -28,8 +28,8 @@ def plan(sweep: Sweep, extra: list[str] = ()) -> list[PlannedRun]:
     Args:
         extra: overrides added to every run (e.g. ``runs_root=...``, ``data.download=true``).
 
-    States: "done" (results.json), "failed" (failed.json), "partial" (a
-    checkpoint, no results) and "to do".
+    States: those of :func:`emim_bench.run.directory.run_state` ("done", "running",
+    "failed", "partial", "to do").
     """
     runs = []
     for point in grid_points(sweep):
