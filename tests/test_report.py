@@ -478,3 +478,19 @@ def test_a_run_held_by_a_live_process_is_reported_running_with_its_holder(sweep,
     assert row["status"] == "running"
     assert row["detail"].startswith(f"claimed by host {os.uname()[1]}, pid {os.getpid()}, since ")
     assert collect.collect_runs(sweep).set_index("run_id").loc[partial.name, "status"] == "partial"
+
+
+def test_runs_that_kept_features_get_a_umap_picture_per_method(tmp_path):
+    runs = tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 5
+    for method in ("emim", "simclr"):
+        for seed in (1, 0):
+            run = make_run(runs, method, seed, 40.0 + seed)
+            labels = np.repeat(np.arange(3), 40)
+            features = centres[labels] + rng.normal(size=(120, 16))
+            np.savez(run / "features.npz", features=features.astype(np.float16), labels=labels)
+    render.write_report(runs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Representations" in md and "(figures/umap.png)" in md
+    assert (tmp_path / "out" / "figures" / "umap.png").read_bytes()[:8] == PNG_MAGIC

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -93,6 +94,9 @@ def test_knn_every_second_epoch_writes_a_readable_curve_and_the_run_finishes_aga
     diagnostics = curve[["rankme_backbone", "rankme_projector", "alignment", "uniformity"]]
     assert diagnostics.notna().all().all()  # every epoch
     assert ((diagnostics["uniformity"] < 0) & (diagnostics["rankme_backbone"] > 1)).all()
+    kept = np.load(run / run_directory.FEATURES_FILE)  # for the report's UMAP picture
+    assert kept["features"].shape == (100, 512) and kept["features"].dtype == np.float16
+    assert sorted(np.bincount(kept["labels"])) == [10] * 10  # the balanced test subset
     (run / run_directory.RESULTS_FILE).unlink()  # as a kill during the final evaluation leaves it
 
     again = pretrain.run(cfg)

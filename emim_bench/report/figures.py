@@ -14,12 +14,14 @@ from matplotlib.figure import Figure
 from emim_bench.report.collect import done_runs
 from emim_bench.report.labels import HEADLINE_METRICS, METRIC_LABELS, method_label, method_order
 from emim_bench.report.published import PUBLISHED_ONLINE_ACC1
+from emim_bench.run.directory import FEATURES_FILE
 
 FIGURES = (
     "accuracy.png",
     "knn_vs_epoch.png",
     "knn_vs_time.png",
     "diagnostics.png",
+    "umap.png",
     "throughput.png",
 )
 # The per-epoch collapse diagnostics of curve.csv and how they are labelled.
@@ -252,6 +254,48 @@ def diagnostics_figure(curves: pd.DataFrame, path: Path) -> Path | None:
                 ax.set_title(DIAGNOSTICS[column], fontsize=9)
             row[0].set_ylabel(setting, fontsize=8)
             row[0].legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def umap_figure(df: pd.DataFrame, path: Path) -> Path | None:
+    """UMAP (McInnes et al. 2018) of each method's test features, coloured by class.
+
+    One panel per method: the finished run with the lowest seed of the first setting whose
+    runs kept ``features.npz`` (at most 5,000 test images). UMAP with its defaults (15
+    neighbours, min_dist 0.1) and ``random_state=0``, so the picture is reproducible.
+    None when no run kept features.
+    """
+    done = done_runs(df)
+    done = done[[(Path(p) / FEATURES_FILE).is_file() for p in done["path"]]]
+    if done.empty:
+        return None
+    import umap  # here: numba compiles on first use, and only this figure needs it
+
+    setting = done["setting"].iloc[0]
+    runs = done[done["setting"] == setting].sort_values("seed")
+    methods = method_order(runs["method"])
+    with sns.axes_style("white"):
+        fig, axes = _axes_grid(1, len(methods), 3.6, 3.7)
+        for ax, method in zip(axes[0], methods):
+            run = runs[runs["method"] == method].iloc[0]
+            saved = np.load(Path(run["path"]) / FEATURES_FILE)
+            embedding = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(
+                saved["features"].astype(np.float32)
+            )
+            ax.scatter(
+                embedding[:, 0],
+                embedding[:, 1],
+                c=saved["labels"],
+                cmap="tab10" if saved["labels"].max() < 10 else "tab20",
+                vmin=0,
+                vmax=9 if saved["labels"].max() < 10 else 19,
+                s=3,
+                alpha=0.7,
+                linewidths=0,
+            )
+            ax.set_title(f"{method_label(method)} (seed {int(run['seed'])})", fontsize=9)
+            ax.set_xticks([]), ax.set_yticks([])
+        fig.suptitle(f"{setting}: UMAP of test features, coloured by class", fontsize=9)
     return _save(fig, path)
 
 

@@ -36,6 +36,7 @@ from emim_bench.report.figures import (
     diagnostics_figure,
     floor_means,
     throughput_figure,
+    umap_figure,
 )
 from emim_bench.report.labels import HEADLINE_METRICS, METRIC_LABELS, method_label
 from emim_bench.report.published import PUBLISHED_SOURCE, published_comparison
@@ -550,6 +551,15 @@ def render_report(runs_dir, out_dir, command, expected, notes="") -> tuple[Path,
                 "projector output, alignment and uniformity (Wang and Isola 2020) of the "
                 "L2-normalised projector output. A collapsing method shows a falling RankMe "
                 "and both alignment and uniformity near 0.",
+            )
+
+        umap_plot = umap_figure(df, figures_dir / "umap.png")
+        if umap_plot:
+            doc.h(2, "Representations")
+            doc.figure(
+                umap_plot,
+                "UMAP (McInnes et al. 2018; random_state 0) of each method's frozen test "
+                "features, coloured by class: one run per method (its lowest seed).",
             )
 
         doc.h(2, "Throughput and memory")

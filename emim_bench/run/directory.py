@@ -10,6 +10,7 @@ report read run directories without importing torch.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 RESULTS_FILE = "results.json"
@@ -26,6 +28,8 @@ FAILED_FILE = "failed.json"
 CURVE_FILE = "curve.csv"
 CONFIG_FILE = "config.yaml"
 CLAIM_FILE = "claim.lock"
+FEATURES_FILE = "features.npz"
+FEATURES_LIMIT = 5000  # test features kept for the report's UMAP picture
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 # The states of a run directory, in the order summaries list them.
 STATES = ("done", "running", "failed", "partial", "to do")
@@ -52,21 +56,41 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a uniquely named temporary file, then a rename.
-
-    A reader sees the old file or the new one, never a part; two writers never share a
-    temporary file.
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically: a uniquely named temporary file, then a
+    rename. A reader sees the old file or the new one, never a part; two writers never share
+    a temporary file.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from teammates
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """:func:`write_bytes_atomic` of ``text`` in UTF-8."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_features(path: Path, features, labels, limit: int = FEATURES_LIMIT) -> None:
+    """Save the first ``limit`` test features (float16) and labels (int64) as ``.npz``, for
+    the report's UMAP picture.
+
+    Args:
+        features: (M, F) array-like (a CPU tensor or an array); labels: (M,).
+    """
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        features=np.asarray(features[:limit], dtype=np.float16),
+        labels=np.asarray(labels[:limit], dtype=np.int64),
+    )
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _umask() -> int:

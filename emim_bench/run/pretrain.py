@@ -19,6 +19,7 @@ from emim_bench.run.directory import (
     CONFIG_FILE,
     CURVE_FILE,
     FAILED_FILE,
+    FEATURES_FILE,
     LAST_CHECKPOINT,
     RESULTS_FILE,
     Claim,
@@ -27,6 +28,7 @@ from emim_bench.run.directory import (
     last_curve_row,
     read_results,
     utc_now,
+    write_features,
     write_json_atomic,
     write_text_atomic,
 )
@@ -162,7 +164,9 @@ def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict | Non
             return None
     curve = next(c for c in trainer.callbacks if isinstance(c, EpochCurve))
     backbone = method.encoder.to(_device(trainer))
-    metrics = offline_metrics(cfg, backbone, eval_sets, curve.final_features)
+    feats = curve.final_features or eval_sets.features(backbone)
+    metrics = offline_metrics(cfg, backbone, eval_sets, feats)
+    write_features(out / FEATURES_FILE, *feats[2:])
     if cfg.method.name != "random":
         last = last_curve_row(out / CURVE_FILE)  # also right when fit had nothing left to do
         metrics["online_acc1"] = last.get("val_acc1")
