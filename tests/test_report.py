@@ -261,7 +261,10 @@ def test_report_files_html_embeds_every_figure(sweep, tmp_path):
     for name in ("report.md", "report.html", "results.csv"):
         assert (out / name).is_file()
     figures = sorted((out / "figures").glob("*.png"))
-    assert {f.name for f in figures} == set(report_figures.FIGURES) - {"diagnostics.png"}
+    assert {f.name for f in figures} == set(report_figures.FIGURES) - {
+        "diagnostics.png",
+        "umap.png",
+    }
     for figure in figures:
         assert figure.read_bytes()[:8] == PNG_MAGIC
     parser = _Images()
