@@ -9,10 +9,17 @@ import emim_bench.compat  # noqa: F401  (adapts solo-learn before the tests impo
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from emim_bench import config
 from emim_bench.data import ArrayImageDataset, balanced_subset, load_cifar10_npz, pretrain_transform
 from emim_bench.run import trainer as run_trainer
+
+# Property tests draw the same examples on every run (a CI failure reproduces locally);
+# HYPOTHESIS_PROFILE=thorough draws ten times as many, freshly each time.
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
+settings.register_profile("thorough", max_examples=250, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED_DATA = Path(os.environ.get("EMIM_BENCH_DATA", Path(__file__).parents[2] / "shared" / "data"))
 CIFAR10_NPZ = SHARED_DATA / "cifar10" / "cifar10.npz"
