@@ -18,7 +18,7 @@ import math
 import torch
 import torch.distributed as dist
 
-__all__ = ["emim_loss_func", "gaussian_mutual_information"]
+__all__ = ["emim_loss_func", "gaussian_mutual_information", "mi_ceiling_nats"]
 
 _FORMS = ("auto", "primal", "dual")
 
@@ -197,6 +197,52 @@ def gaussian_mutual_information(
             # The (p - N) log eps terms of the three identities sum to -N log eps.
             mi = 0.5 * (logdets[0] + logdets[1] - logdets[2] - n * math.log(eps))
     return mi.to(out_dtype)
+
+
+def mi_ceiling_nats(n: int, d1: int, d2: int, eps: float) -> float:
+    """The largest value the standardised estimator can return, in nats.
+
+    :func:`gaussian_mutual_information` with ``standardize=True`` and ridge
+    ``eps > 0`` is bounded for a batch of N samples, however the views are
+    aligned. Derivation (ours, from Theorem 1 of Chang et al., arXiv:2409.04747):
+
+    - Standardisation makes the covariances correlation matrices, so view k's
+      eigenvalues are >= 0 and sum to Dk, and at most r = min(D1, D2, N - 1)
+      directions can be shared by the two views (the centred batch spans N - 1
+      dimensions).
+    - A pair of shared directions with eigenvalues a (view 1) and b (view 2)
+      has ridged canonical correlation rho^2 = a b / ((a + eps)(b + eps)) and
+      adds -1/2 log(1 - rho^2) = 1/2 log((a + eps)(b + eps) / (eps (a + b + eps)))
+      to the estimate; unshared variance adds nothing.
+    - That term is increasing in a and b and concave where a, b > eps / sqrt(2),
+      so with the totals fixed the sum is largest when all variance is spread
+      evenly over r shared directions: a = D1 / r, b = D2 / r.
+
+    Hence ``r/2 * log((D1/r + eps)(D2/r + eps) / (eps (D1/r + D2/r + eps)))``,
+    reached exactly by identical views whose correlation matrix has r equal
+    eigenvalues (tests/test_losses.py builds such views). For N = 64,
+    D1 = D2 = 128, eps = 1e-2 it is 145.8 nats; the estimate cannot grow past it
+    whatever the encoder learns, so a loss near ``-ceiling`` means the batch is
+    saturated, not that the views carry all their information.
+
+    Args:
+        n: global batch size N, >= 2.
+        d1, d2: embedding widths of the two views, >= 1.
+        eps: the ridge, > 0 (without it the estimate of identical views is infinite).
+
+    Returns:
+        The ceiling in nats (float).
+
+    Raises:
+        ValueError: n < 2, d1 or d2 < 1, or eps <= 0.
+    """
+    if n < 2 or d1 < 1 or d2 < 1:
+        raise ValueError(f"need n >= 2 and d1, d2 >= 1; got n={n}, d1={d1}, d2={d2}")
+    if not eps > 0:
+        raise ValueError(f"the ceiling is finite only for eps > 0; got eps={eps}")
+    r = min(d1, d2, n - 1)
+    a, b = d1 / r, d2 / r
+    return 0.5 * r * math.log((a + eps) * (b + eps) / (eps * (a + b + eps)))
 
 
 def emim_loss_func(

@@ -9,11 +9,12 @@ from typing import Any
 import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
 
 import torch
+import torch.distributed as dist
 from solo.methods import METHODS
 from solo.methods.base import BaseMethod
 from torch import nn
 
-from emim_bench.losses import emim_loss_func
+from emim_bench.losses import emim_loss_func, mi_ceiling_nats
 from emim_bench.metrics import effective_rank
 
 
@@ -30,7 +31,10 @@ class EMIM(BaseMethod):
     Logged every step (and averaged per epoch): ``train_emim_loss`` (the loss,
     nats), ``train_mi_nats`` (the Theorem-1 estimate, nats) and
     ``train_effective_rank`` (RankMe of the first view's embeddings, a collapse
-    diagnostic between 1 and ``proj_output_dim``).
+    diagnostic between 1 and ``proj_output_dim``). With standardisation and
+    eps > 0 also ``train_mi_ceiling_nats``, the most the estimate can reach at
+    this global batch size, D and eps (:func:`emim_bench.losses.mi_ceiling_nats`),
+    and ``train_mi_ceiling_ratio``, the estimate over it (near 1: saturated).
 
     Args:
         proj_hidden_dim: width of the projector's two hidden layers.
@@ -124,6 +128,11 @@ class EMIM(BaseMethod):
             "train_mi_nats": -emim_loss.detach(),
             "train_effective_rank": effective_rank(z1).float(),
         }
+        if self.standardize and self.eps > 0:
+            world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            ceiling = mi_ceiling_nats(len(z1) * world, z1.shape[1], z2.shape[1], self.eps)
+            metrics["train_mi_ceiling_nats"] = ceiling
+            metrics["train_mi_ceiling_ratio"] = -emim_loss.detach() / ceiling
         self.log_dict(metrics, on_epoch=True, sync_dist=True)
         return emim_loss + out["loss"]
 

@@ -11,6 +11,7 @@ import torch
 from solo.methods import METHODS
 from torch.utils.data import DataLoader, TensorDataset
 
+from emim_bench.losses import mi_ceiling_nats
 from emim_bench.methods import EMIM, build_method, register
 from emim_bench.run.trainer import fit, pretrain_loader
 
@@ -98,6 +99,13 @@ def test_emim_trains_through_lightning_on_real_cifar10_views(cifar10_views, tiny
     assert math.isfinite(logged["train_emim_loss"].item())
     assert logged["train_mi_nats"].item() == pytest.approx(-logged["train_emim_loss"].item())
     assert 1.0 <= logged["train_effective_rank"].item() <= 32.0
+    # batch 16, D = 32, eps = 1e-2 (the config's default)
+    ceiling = mi_ceiling_nats(16, 32, 32, 1e-2)
+    assert logged["train_mi_ceiling_nats"].item() == pytest.approx(ceiling)
+    assert logged["train_mi_ceiling_ratio"].item() == pytest.approx(
+        logged["train_mi_nats"].item() / logged["train_mi_ceiling_nats"].item()
+    )
+    assert 0 < logged["train_mi_ceiling_ratio"].item() <= 1
     assert not torch.equal(before["encoder.conv1.weight"], method.encoder.conv1.weight)
     assert not torch.equal(before["projector.0.weight"], method.projector[0].weight)
 

@@ -13,8 +13,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from hypothesis import given
+from hypothesis import strategies as st
 
-from emim_bench.losses import emim_loss_func, gaussian_mutual_information
+from emim_bench.losses import emim_loss_func, gaussian_mutual_information, mi_ceiling_nats
 
 F64 = torch.float64
 
@@ -365,3 +367,86 @@ def test_ddp_two_ranks_match_one_process_with_the_whole_batch(tmp_path):
             assert abs(ddp_loss - loss.detach()) < 1e-6
             for name, p in model.named_parameters():
                 assert (ddp_grads[name] - p.grad).abs().max() < 1e-6, (form, rank, name)
+
+
+# ---- the ceiling of the standardised estimator ---------------------------------------------------
+
+
+def _centred_basis(n: int) -> torch.Tensor:
+    """Orthonormal basis (n, n - 1) of the zero-mean vectors of R^n."""
+    q, _ = torch.linalg.qr(torch.eye(n, dtype=F64) - 1.0 / n)
+    return q[:, : n - 1]
+
+
+def _saturating_view(n: int, d: int) -> torch.Tensor:
+    """An (n, d) batch whose correlation matrix has min(d, n - 1) equal eigenvalues.
+
+    d <= n - 1: orthonormal zero-mean columns. d > n - 1 (n odd): a harmonic tight frame,
+    column j = the cosines and sines of 2 pi j k / d for k = 1..(n - 1)/2, which has equal
+    column norms and d / (n - 1) times the identity as its frame operator.
+    """
+    basis = _centred_basis(n)
+    if d <= n - 1:
+        return basis[:, :d]
+    assert n % 2 == 1 and d > n - 1
+    angles = 2 * math.pi * torch.outer(torch.arange(1, (n - 1) // 2 + 1), torch.arange(d)) / d
+    frame = torch.cat([angles.cos(), angles.sin()]).to(F64)  # (n - 1, d)
+    return basis @ frame
+
+
+@pytest.mark.parametrize("eps", [1e-3, 1e-2, 1e-1])
+@pytest.mark.parametrize(
+    "n, d1, d2", [(65, 16, 16), (65, 64, 64), (9, 12, 12), (17, 128, 128), (9, 12, 40)]
+)
+def test_the_ceiling_is_reached_by_views_spread_evenly_over_shared_directions(n, d1, d2, eps):
+    z1, z2 = _saturating_view(n, d1), _saturating_view(n, d2)
+    if d1 <= n - 1 and d1 == d2:
+        z2 = z1.clone()
+    estimate = gaussian_mutual_information(z1, z2, eps=eps).item()
+    assert estimate == pytest.approx(mi_ceiling_nats(n, d1, d2, eps), rel=1e-9)
+
+
+def test_the_ceiling_of_the_issue_example():
+    """N = 64, D = 128, eps = 1e-2: r = 63 shared directions of eigenvalue 128/63."""
+    a = 128 / 63
+    assert mi_ceiling_nats(64, 128, 128, 1e-2) == pytest.approx(
+        31.5 * math.log((a + 1e-2) ** 2 / (1e-2 * (2 * a + 1e-2)))
+    )
+    assert mi_ceiling_nats(64, 128, 128, 1e-2) == pytest.approx(145.79, abs=0.01)
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(3, 40),
+    d1=st.integers(1, 48),
+    d2=st.integers(1, 48),
+    noise=st.floats(0.0, 2.0),
+    eps=st.sampled_from([1e-3, 1e-2, 1e-1]),
+)
+def test_no_batch_exceeds_the_ceiling(seed, n, d1, d2, noise, eps):
+    gen = _gen(seed)
+    z1 = torch.randn(n, d1, generator=gen, dtype=F64)
+    z2 = z1 @ torch.randn(d1, d2, generator=gen, dtype=F64)
+    z2 = z2 + noise * torch.randn(n, d2, generator=gen, dtype=F64)
+    estimate = gaussian_mutual_information(z1, z2, eps=eps).item()
+    assert estimate <= mi_ceiling_nats(n, d1, d2, eps) * (1 + 1e-9)
+
+
+def test_gradient_ascent_on_the_views_stops_at_the_ceiling():
+    """Free (16, 32) views trained to maximise the estimate approach the ceiling from below."""
+    n, d, eps = 16, 32, 1e-2
+    z = torch.randn(n, d, generator=_gen(0), dtype=F64, requires_grad=True)
+    optimizer = torch.optim.Adam([z], lr=0.05)
+    for _ in range(400):
+        loss = emim_loss_func(z, z, eps=eps)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    ceiling = mi_ceiling_nats(n, d, d, eps)
+    assert 0.99 * ceiling < -emim_loss_func(z, z, eps=eps).item() <= ceiling * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("args", [(1, 4, 4, 0.1), (8, 0, 4, 0.1), (8, 4, 4, 0.0)])
+def test_ceiling_rejects_bad_arguments(args):
+    with pytest.raises(ValueError, match="n >= 2|eps > 0"):
+        mi_ceiling_nats(*args)
