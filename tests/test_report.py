@@ -263,6 +263,7 @@ def test_report_files_html_embeds_every_figure(sweep, tmp_path):
     figures = sorted((out / "figures").glob("*.png"))
     assert {f.name for f in figures} == set(report_figures.FIGURES) - {
         "diagnostics.png",
+        "saturation.png",
         "umap.png",
     }
     for figure in figures:
@@ -497,3 +498,18 @@ def test_runs_that_kept_features_get_a_umap_picture_per_method(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Representations" in md and "(figures/umap.png)" in md
     assert (tmp_path / "out" / "figures" / "umap.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_emim_runs_that_logged_the_ceiling_ratio_get_a_saturation_figure(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        run = make_run(runs, "emim", seed, 40.0)
+        curve = pd.read_csv(run / "curve.csv")
+        curve["train_mi_ceiling_ratio"] = 0.3 * curve["epoch"]
+        curve.to_csv(run / "curve.csv", index=False)
+    make_run(runs, "simclr", 0, 41.0)
+    render.write_report(runs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "(figures/saturation.png)" in md and "fraction of the most it can reach" in md
+    assert (tmp_path / "out" / "figures" / "saturation.png").read_bytes()[:8] == PNG_MAGIC
+    assert report_figures.saturation_figure(pd.DataFrame(), tmp_path / "none.png") is None

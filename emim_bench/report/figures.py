@@ -21,6 +21,7 @@ FIGURES = (
     "knn_vs_epoch.png",
     "knn_vs_time.png",
     "diagnostics.png",
+    "saturation.png",
     "umap.png",
     "throughput.png",
 )
@@ -254,6 +255,45 @@ def diagnostics_figure(curves: pd.DataFrame, path: Path) -> Path | None:
                 ax.set_title(DIAGNOSTICS[column], fontsize=9)
             row[0].set_ylabel(setting, fontsize=8)
             row[0].legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def saturation_figure(curves: pd.DataFrame, path: Path) -> Path | None:
+    """EMIM's Theorem-1 estimate over its ceiling (``train_mi_ceiling_ratio`` of curve.csv,
+    epoch means) against epoch: thick the mean over seeds, thin each seed; one panel per
+    setting. None when no curve has the ratio."""
+    column = "train_mi_ceiling_ratio"
+    if curves.empty or column not in curves or curves[column].isna().all():
+        return None
+    curves = curves[curves[column].notna()]
+    settings = list(curves["setting"].drop_duplicates())
+    palette = _palette(method_order(curves["method"]))
+    with sns.axes_style(**_STYLE):
+        fig, axes = _axes_grid(1, len(settings), 5.0, 3.6)
+        for ax, setting in zip(axes[0], settings):
+            in_setting = curves[curves["setting"] == setting]
+            for method in method_order(in_setting["method"]):
+                runs = in_setting[in_setting["method"] == method]
+                colour = palette.get(method)
+                for _, run in runs.groupby("run_id"):
+                    ax.plot(run["epoch"], run[column], color=colour, lw=0.8, alpha=0.5)
+                mean = runs.groupby("epoch")[column].mean()
+                ax.plot(
+                    mean.index,
+                    mean.values,
+                    color=colour,
+                    lw=2,
+                    marker="o",
+                    ms=3,
+                    label=method_label(method),
+                )
+            ax.axhline(1.0, color="black", ls="--", lw=1, label="ceiling")
+            ax.set_ylim(0, 1.05)
+            ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_ylabel("MI estimate / ceiling")
+            ax.set_title(f"{setting}\nsaturation of the estimator", fontsize=9)
+            ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
 
 

@@ -35,6 +35,7 @@ from emim_bench.report.figures import (
     curve_figure,
     diagnostics_figure,
     floor_means,
+    saturation_figure,
     throughput_figure,
     umap_figure,
 )
@@ -551,6 +552,15 @@ def render_report(runs_dir, out_dir, command, expected, notes="") -> tuple[Path,
                 "projector output, alignment and uniformity (Wang and Isola 2020) of the "
                 "L2-normalised projector output. A collapsing method shows a falling RankMe "
                 "and both alignment and uniformity near 0.",
+            )
+        saturation = saturation_figure(curves, figures_dir / "saturation.png")
+        if saturation:
+            doc.figure(
+                saturation,
+                "EMIM's mutual-information estimate (Theorem 1, epoch mean) as a fraction of "
+                "the most it can reach at that batch size, embedding width and eps "
+                "(`mi_ceiling_nats`, derived in emim_bench/losses.py). Near 1 the batch is "
+                "saturated: the loss has little left to push, whatever the encoder learns.",
             )
 
         umap_plot = umap_figure(df, figures_dir / "umap.png")
