@@ -288,7 +288,7 @@ def test_failed_partial_and_planned_runs_are_listed(sweep, tmp_path):
     truncated = make_run(sweep, "emim", 7, 50.0)
     (truncated / "results.json").write_text('{"status": "do')
     out = tmp_path / "out"
-    render.write_report(sweep, out, expected=[planned])
+    render.write_report(sweep, out, expected=[p.name for p in sweep.iterdir()] + [planned])
     rows = pd.read_csv(out / "results.csv").set_index("run_id")
     assert len(rows) == 12  # 6 + 1 + 1 done, 2 failed, 1 partial, 1 to do
     assert rows.loc[truncated.name, "status"] == "failed"
@@ -513,3 +513,18 @@ def test_emim_runs_that_logged_the_ceiling_ratio_get_a_saturation_figure(tmp_pat
     assert "(figures/saturation.png)" in md and "fraction of the most it can reach" in md
     assert (tmp_path / "out" / "figures" / "saturation.png").read_bytes()[:8] == PNG_MAGIC
     assert report_figures.saturation_figure(pd.DataFrame(), tmp_path / "none.png") is None
+
+
+def test_runs_the_sweep_no_longer_plans_are_stale_and_left_out(sweep, tmp_path):
+    """An earlier version of the sweep left a done EMIM run at seed 0 with another setting:
+    it must not be pooled with the planned runs as an extra seed."""
+    planned = [p.name for p in sweep.iterdir()]
+    old = make_run(sweep, "emim", 0, 99.0, epochs=5).name
+    out = tmp_path / "out"
+    _, summary = render.render_report(sweep, out, None, planned)
+    rows = pd.read_csv(out / "results.csv").set_index("run_id")
+    assert rows.loc[old, "status"] == "stale"
+    assert rows.loc[old, "detail"].startswith("not in the sweep plan (was done)")
+    emim = summary[summary["method"] == "emim"]
+    assert emim["n_runs"].tolist() == [3] and emim["knn_acc1_k20_mean"].max() < 99.0
+    assert "1 stale" in (out / "report.md").read_text()

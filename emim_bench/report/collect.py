@@ -199,20 +199,23 @@ def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) ->
         runs_dir: the sweep folder holding ``<run_id>/`` run directories (or one run
             directory itself).
         expected: run ids of the sweep plan; those without a directory are added with
-            status ``to do``. Directories not in the plan are kept all the same.
+            status ``to do``, and directories not in the plan (left by an earlier version
+            of the sweep file) get status ``stale``, so no statistic counts them. None: every
+            directory is a run of the report.
 
     Returns:
         Columns ``run_id, sweep, method, dataset, backbone, seed, epochs, batch_size,
         train_size, budget, accelerator, devices, precision, status, detail`` (status is
         one of :data:`~emim_bench.run.directory.STATES`: ``done``, ``running`` (detail: who
         holds its claim), ``failed`` (detail: the error), ``partial`` (a checkpoint without
-        results) or ``to do``), ``setting`` (:func:`setting_label`), every metric of
-        ``results.json`` (percent, NaN when absent), the training statistics
-        ``wall_time_s`` (s), ``steps``, ``images_per_s``, ``peak_rss_bytes``,
-        ``peak_gpu_memory_bytes`` (bytes), ``version_*``, ``started_utc``,
-        ``finished_utc``, ``curve_epochs`` and ``curve_wall_s`` (last row of curve.csv),
-        ``starts`` (Lightning log versions: 2 or more means the run was resumed) and
-        ``path``. Sorted by setting, method order (:func:`method_order`), then seed.
+        results), ``to do`` or, with ``expected``, ``stale``), ``setting``
+        (:func:`setting_label`), every metric of ``results.json`` (percent, NaN when
+        absent), the training statistics ``wall_time_s`` (s), ``steps``,
+        ``images_per_s``, ``peak_rss_bytes``, ``peak_gpu_memory_bytes`` (bytes),
+        ``version_*``, ``started_utc``, ``finished_utc``, ``curve_epochs`` and
+        ``curve_wall_s`` (last row of curve.csv), ``starts`` (Lightning log versions: 2 or
+        more means the run was resumed) and ``path``. Sorted by setting, method order
+        (:func:`method_order`), then seed.
 
     Raises:
         ReportError: ``runs_dir`` does not exist or is not a folder.
@@ -222,6 +225,12 @@ def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) ->
         raise ReportError(f"RUNS_DIR {runs_dir} does not exist or is not a folder")
     rows = [_read_run(run) for run in run_dirs(runs_dir)]
     seen = {row["run_id"] for row in rows} | {Path(row["path"]).name for row in rows}
+    if expected is not None:
+        planned = set(expected)
+        for row in rows:
+            if row["run_id"] not in planned and Path(row["path"]).name not in planned:
+                row["detail"] = f"not in the sweep plan (was {row['status']}); left out"
+                row["status"] = "stale"
     for run_id in expected or ():
         if run_id not in seen:
             row = _base_row(run_id, {})

@@ -335,10 +335,11 @@ def _problems_section(doc: Document, df: pd.DataFrame):
         return
     counts = bad["status"].value_counts()
     doc.p(
-        ", ".join(f"{counts[s]} {s}" for s in STATES if s in counts)
+        ", ".join(f"{counts[s]} {s}" for s in (*STATES, "stale") if s in counts)
         + ". Running runs are held by a live process (its claim names it); failed runs keep "
         "`failed.json` (and their last good checkpoint); partial runs resume from their "
-        "checkpoint when the same command is run again; runs to do never saved a checkpoint. "
+        "checkpoint when the same command is run again; runs to do never saved a checkpoint; "
+        "stale runs are directories the sweep file no longer plans (an earlier version of it). "
         "None of them enters the statistics above."
     )
     rows = [
