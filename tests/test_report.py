@@ -62,13 +62,17 @@ def make_run(
     sweep: str = "test",
     budget: str = "cpu",
     versions: dict | None = None,
+    kwargs: dict | None = None,
 ) -> Path:
-    """A run directory as emim_bench.pretrain.run leaves it (status done, failed or partial)."""
-    digest = zlib.crc32(f"{method} {seed} {epochs} {dataset}".encode())
+    """A run directory as emim_bench.pretrain.run leaves it (status done, failed or partial);
+    ``kwargs`` are the method's hyperparameters (``method.kwargs`` of its config)."""
+    digest = zlib.crc32(f"{method} {seed} {epochs} {dataset}{kwargs or ''}".encode())
     run_id = f"{method}-{dataset}-{backbone}-s{seed}-{digest:08x}"
     run = runs_dir / run_id
     run.mkdir(parents=True)
     cfg = _config(method, seed, dataset, backbone, epochs, train_size, sweep, budget)
+    if kwargs:
+        cfg["method"]["kwargs"] = kwargs
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     if curve and method != "random":
         with open(run / "curve.csv", "w", newline="") as f:
@@ -528,3 +532,62 @@ def test_runs_the_sweep_no_longer_plans_are_stale_and_left_out(sweep, tmp_path):
     emim = summary[summary["method"] == "emim"]
     assert emim["n_runs"].tolist() == [3] and emim["knn_acc1_k20_mean"].max() < 99.0
     assert "1 stale" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (0.001, "1e-3"),
+        (0.01, "1e-2"),
+        (0.1, "0.1"),
+        (0.0015, "0.0015"),
+        (3e-4, "3e-4"),
+        (128, "128"),
+        (1.0, "1"),
+        (True, "True"),
+        ("vicreg", "vicreg"),
+    ],
+)
+def test_group_labels_print_numbers_compactly(value, text):
+    assert collect.compact_number(value) == text
+
+
+def test_variant_labels_name_only_the_keys_that_differ():
+    def flat(**cfg):
+        return collect._flatten(cfg)
+
+    configs = [
+        flat(seed=0, batch_size=64, method={"kwargs": {"proj_output_dim": 64, "eps": 0.01}}),
+        flat(seed=1, batch_size=64, method={"kwargs": {"proj_output_dim": 128, "eps": 0.001}}),
+        flat(seed=2, batch_size=64, method={"kwargs": {"proj_output_dim": 64, "eps": 0.01}}),
+    ]
+    assert collect.variant_labels(configs) == ["D=64 eps=1e-2", "D=128 eps=1e-3", "D=64 eps=1e-2"]
+    assert collect.variant_labels(configs[::2]) == ["", ""]  # only the seed differs
+    logged = [flat(sweep="a", runs_root="/x", trainer={"log_every_n_steps": 1}), flat(sweep="b")]
+    assert collect.variant_labels(logged) == ["", ""]
+
+
+def test_runs_are_grouped_by_every_setting_that_varies(tmp_path):
+    """EMIM at two eps values over two seeds each, SimCLR and the floor: two EMIM groups of
+    two seeds (not one of four), each compared with SimCLR and the floor, not each other."""
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        make_run(runs, "emim", seed, 40.0 + seed, kwargs={"eps": 0.01})
+        make_run(runs, "emim", seed, 30.0 + seed, kwargs={"eps": 0.001})
+        make_run(runs, "simclr", seed, 35.0 + 2 * seed, kwargs={"temperature": 0.2})
+        make_run(runs, "random", seed, 20.0)
+    out = tmp_path / "out"
+    _, summary = render.render_report(runs, out, None, None)
+    assert summary["method"].tolist() == ["emim eps=1e-3", "emim eps=1e-2", "simclr", "random"]
+    assert summary["n_runs"].tolist() == [2, 2, 2, 2]
+    assert summary["knn_acc1_k20_mean"].tolist() == [30.5, 40.5, 36.0, 20.0]
+    paired = report_stats.paired_differences(collect.collect_runs(runs), "knn_acc1_k20")
+    assert paired[["reference", "baseline"]].values.tolist() == [
+        ["emim eps=1e-3", "simclr"],
+        ["emim eps=1e-3", "random"],
+        ["emim eps=1e-2", "simclr"],
+        ["emim eps=1e-2", "random"],
+    ]
+    assert paired["mean_diff"].tolist() == [-5.5, 10.5, 4.5, 20.5]
+    md = (out / "report.md").read_text()
+    assert "| EMIM eps=1e-2 |" in md and "EMIM group" in md

@@ -22,6 +22,7 @@ from emim_bench.run.directory import (
     read_curve,
     run_state,
 )
+from emim_bench.run.identity import NOT_IDENTITY
 
 # Every metric results.json may hold (percent); others found in a run are appended.
 METRICS = (
@@ -47,6 +48,33 @@ VERSION_FIELDS = (
 _RUN_ID = re.compile(
     r"^(?P<method>[^-]+)-(?P<dataset>[^-]+)-(?P<backbone>[^-]+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})$"
 )
+
+
+# Keys that never tell two groups of runs apart: the seed (runs differing in it are the
+# replicates), where and how verbosely a run is logged or monitored, the budget's name (its
+# values are compared instead), and the keys of the setting label.
+_NOT_VARIANT = (
+    *NOT_IDENTITY,
+    "seed",
+    "budget_name",
+    "knn_every_n_epochs",
+    "diagnostics_batch",
+    "trainer.num_workers",
+    "data.name",
+    "backbone.name",
+    "epochs",
+    "data.train_size",
+)
+# Short names of the keys an ablation usually varies, for group labels such as "D=64 eps=1e-2".
+_SHORT_KEYS = {
+    "method.kwargs.proj_output_dim": "D",
+    "method.kwargs.proj_hidden_dim": "hidden",
+    "method.kwargs.eps": "eps",
+    "method.kwargs.standardize": "standardize",
+    "batch_size": "batch",
+    "optim.lr": "lr",
+    "method.augmentation": "augmentation",
+}
 
 
 class ReportError(ValueError):
@@ -108,6 +136,52 @@ def present(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def _flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
+    """``{"method": {"kwargs": {"eps": 0.01}}}`` -> ``{"method.kwargs.eps": "0.01"}``."""
+    flat = {}
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = json.dumps(value, sort_keys=True)
+    return flat
+
+
+def compact_number(value) -> str:
+    """A config value as a group label prints it: ``0.001`` -> ``1e-3``, ``0.1`` -> ``0.1``,
+    ``128`` -> ``128``, ``true`` -> ``True``; lists and text as they are."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    plain = f"{value:g}"
+    mantissa, _, exponent = f"{value:.0e}".partition("e")
+    scientific = f"{mantissa}e{int(exponent)}"
+    if float(scientific) == value and len(scientific) <= len(plain) and "e" not in plain:
+        return scientific
+    return plain
+
+
+def variant_labels(configs: Sequence[dict[str, str]]) -> list[str]:
+    """The label of each run among runs of one method and setting: ``key=value`` for every
+    resolved config key whose value differs among them (short names of :data:`_SHORT_KEYS`,
+    else the key's last part), "" when none differs.
+
+    Args:
+        configs: flattened configs (:func:`_flatten`), one per run.
+    """
+    keys = sorted({k for c in configs for k in c} - set(_NOT_VARIANT))
+    varying = [k for k in keys if len({c.get(k) for c in configs}) > 1]
+    varying.sort(key=lambda k: (list(_SHORT_KEYS).index(k) if k in _SHORT_KEYS else 99, k))
+    labels = []
+    for c in configs:
+        parts = []
+        for key in varying:
+            value = json.loads(c[key]) if key in c else "unset"
+            parts.append(f"{_SHORT_KEYS.get(key, key.rsplit('.', 1)[-1])}={compact_number(value)}")
+        labels.append(" ".join(parts))
+    return labels
+
+
 def _base_row(run_id: str, cfg: dict) -> dict:
     """The identifying fields of a run from its config (or, lacking one, its run id)."""
     parsed = _RUN_ID.match(run_id)
@@ -126,6 +200,7 @@ def _base_row(run_id: str, cfg: dict) -> dict:
         "accelerator": _get(cfg, "trainer", "accelerator"),
         "devices": _get(cfg, "trainer", "devices"),
         "precision": _get(cfg, "trainer", "precision"),
+        "_config": _flatten(cfg),
     }
 
 
@@ -261,12 +336,13 @@ def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) ->
     )
     columns += metric_cols + list(TRAIN_FIELDS) + [f"version_{k}" for k in VERSION_FIELDS]
     columns += ["started_utc", "finished_utc", "curve_epochs", "curve_wall_s", "starts", "path"]
-    df = pd.DataFrame(rows).reindex(columns=columns)
+    df = pd.DataFrame(rows).reindex(columns=columns + ["_config"])
     if df.empty:
-        return df
+        return df.drop(columns="_config")
     df["setting"] = [
         setting_label(r.dataset, r.backbone, r.epochs, r.train_size) for r in df.itertuples()
     ]
+    _label_variants(df)
     for col in metric_cols + ["wall_time_s", "images_per_s", "curve_wall_s"]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     for col in ("seed", "epochs", "batch_size", "train_size", "steps", "starts", "curve_epochs"):
@@ -278,7 +354,20 @@ def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) ->
     rank = {m: i for i, m in enumerate(method_order(df["method"].dropna()))}
     df["_rank"] = df["method"].map(rank).fillna(len(rank))
     df = df.sort_values(["setting", "_rank", "seed", "run_id"], na_position="last")
-    return df.drop(columns="_rank").reset_index(drop=True)
+    return df.drop(columns=["_rank", "_config"]).reset_index(drop=True)
+
+
+def _label_variants(df: pd.DataFrame) -> None:
+    """Append to ``method`` the settings that vary among that method's runs of one setting
+    (``emim`` -> ``emim D=64 eps=1e-2``), so that every statistic groups like with like.
+    Runs without a config (planned, never started) and the random floor keep the bare name."""
+    configured = df["_config"].map(lambda c: isinstance(c, dict) and bool(c))
+    for (_, method), group in df[configured].groupby(["setting", "method"], sort=False):
+        if method == "random":
+            continue
+        for index, label in zip(group.index, variant_labels(list(group["_config"]))):
+            if label:
+                df.loc[index, "method"] = f"{method} {label}"
 
 
 def collect_curves(runs: pd.DataFrame) -> pd.DataFrame:

@@ -51,10 +51,14 @@ def _fixed_jitter(seed: int = 0) -> Iterator[None]:
 
 
 def _palette(methods: Sequence[str]) -> dict[str, tuple]:
-    colours = sns.color_palette("tab10", 10)
-    order = ["emim", "simclr", "byol", "barlow_twins", "vicreg"]
-    extra = [m for m in methods if m not in order and m != "random"]
-    palette = {m: colours[i % 10] for i, m in enumerate(order + extra)}
+    """A colour per method (group): the five methods of the paper keep theirs in every
+    report; groups that differ in their settings (``emim D=64``) are coloured in order,
+    from a palette wide enough that no two share a colour; the floor is grey."""
+    fixed = ["emim", "simclr", "byol", "barlow_twins", "vicreg"]
+    extra = [m for m in method_order(methods) if m not in fixed and m != "random"]
+    n = len(fixed) + len(extra)
+    colours = sns.color_palette("tab10", 10) if n <= 10 else sns.color_palette("husl", n)
+    palette = {m: colours[i] for i, m in enumerate(fixed + extra)}
     palette["random"] = (0.45, 0.45, 0.45)
     return palette
 

@@ -21,12 +21,37 @@ METHOD_NAMES = {
 }
 
 
+def base_method(group: str) -> str:
+    """The registry name of a group: ``"emim D=64 eps=1e-2"`` -> ``"emim"``."""
+    return str(group).split(" ", 1)[0]
+
+
 def method_label(method) -> str:
-    return METHOD_NAMES.get(method, str(method))
+    """``"emim D=64 eps=1e-2"`` -> ``"EMIM D=64 eps=1e-2"``; unknown names as they are."""
+    base, _, variant = str(method).partition(" ")
+    name = METHOD_NAMES.get(base, base)
+    return f"{name} {variant}" if variant else name
+
+
+def _variant_key(group: str) -> tuple:
+    """Sort key of a group's ``key=value`` parts, numbers by value (D=32 before D=128)."""
+    parts = []
+    for part in str(group).split(" ")[1:]:
+        key, _, value = part.partition("=")
+        try:
+            parts.append((key, 0, float(value), ""))
+        except ValueError:
+            parts.append((key, 1, 0.0, value))
+    return tuple(parts)
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """``emim`` first, then the baselines alphabetically, then ``random`` (the floor)."""
-    unique = set(methods)
-    middle = sorted(m for m in unique if m not in ("emim", "random"))
-    return [m for m in ("emim",) if m in unique] + middle + [m for m in ("random",) if m in unique]
+    """``emim`` (and its variants) first, then the baselines alphabetically, then ``random``
+    (the floor); a method's variants by the values of their settings."""
+
+    def key(group: str):
+        base = base_method(group)
+        rank = 0 if base == "emim" else 2 if base == "random" else 1
+        return rank, base, _variant_key(group)
+
+    return sorted(set(methods), key=key)

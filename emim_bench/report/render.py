@@ -39,7 +39,7 @@ from emim_bench.report.figures import (
     throughput_figure,
     umap_figure,
 )
-from emim_bench.report.labels import HEADLINE_METRICS, METRIC_LABELS, method_label
+from emim_bench.report.labels import HEADLINE_METRICS, METRIC_LABELS, base_method, method_label
 from emim_bench.report.published import PUBLISHED_SOURCE, published_comparison
 from emim_bench.report.stats import (
     NO_TEST_ONE_SEED,
@@ -193,7 +193,8 @@ def _floor_verdict(done: pd.DataFrame, method: str) -> tuple[str | None, str]:
 def _paired_section(doc: Document, df: pd.DataFrame, multi: bool):
     doc.h(2, "EMIM minus each baseline, paired by seed")
     done = done_runs(df)
-    if not (done["method"] == "emim").any():
+    is_emim = done["method"].map(base_method) == "emim"
+    if not is_emim.any():
         doc.p("There is no finished EMIM run in this sweep, so EMIM cannot be compared.")
         return
     doc.p(
@@ -204,7 +205,7 @@ def _paired_section(doc: Document, df: pd.DataFrame, multi: bool):
         "p-values are not corrected for the several comparisons."
     )
     metrics = ["knn_acc1_k20", "linear_acc1"]
-    emim_online = done[(done["method"] == "emim")]["online_acc1"].notna().any()
+    emim_online = done[is_emim]["online_acc1"].notna().any()
     if emim_online:
         metrics.append("online_acc1")
     parts = [paired_differences(df, m) for m in metrics]
@@ -217,9 +218,11 @@ def _paired_section(doc: Document, df: pd.DataFrame, multi: bool):
         if multi:
             doc.h(3, setting)
         part = tables[tables["setting"] == setting]
+        several = part["reference"].nunique() > 1  # EMIM groups that differ in a setting
         rows = [
             [
                 METRIC_LABELS[r.metric],
+                *([method_label(r.reference)] if several else []),
                 method_label(r.baseline),
                 str(r.n_pairs),
                 fmt_num(r.reference_mean),
@@ -234,6 +237,7 @@ def _paired_section(doc: Document, df: pd.DataFrame, multi: bool):
         ]
         header = [
             "metric",
+            *(["EMIM group"] if several else []),
             "baseline",
             "paired seeds",
             "EMIM mean (paired seeds)",
@@ -244,7 +248,7 @@ def _paired_section(doc: Document, df: pd.DataFrame, multi: bool):
             "p (paired t-test)",
             "note",
         ]
-        doc.table(header, rows, align="llrrrrrrrl")
+        doc.table(header, rows, align=("lll" if several else "ll") + "rrrrrrrl")
         singles = part[part["n_pairs"] == 1]
         if len(singles):
             seed = singles["seeds"].iloc[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 # Keys that say where or how verbosely a run happens, not what it computes: left out of its hash.
-_NOT_IDENTITY = (
+NOT_IDENTITY = (
     "force",
     "runs_root",
     "sweep",
@@ -33,7 +33,7 @@ def run_id(cfg: DictConfig) -> str:
     ``progress_bar``, ``trainer.log_every_n_steps``).
     """
     identity = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in _NOT_IDENTITY:
+    for dotted in NOT_IDENTITY:
         *parents, key = dotted.split(".")
         node = identity
         for parent in parents:
