@@ -9,7 +9,6 @@ torchvision cannot read itself, such as the ``cifar10.npz`` array file.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -242,9 +241,12 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def data_root(configured: str | Path) -> Path:
-    """The data root, absolute: ``$EMIM_BENCH_DATA`` when set, else ``configured``
-    (a relative path is taken from the current folder)."""
-    return Path(os.environ.get(DATA_ROOT_ENV) or configured).expanduser().resolve()
+    """The configured data root, absolute (a relative path is taken from the current folder).
+
+    The config's default is ``$EMIM_BENCH_DATA`` when set, else ``../shared/data``; a
+    ``data_root=`` override wins over both.
+    """
+    return Path(configured).expanduser().resolve()
 
 
 def dataset_dir(data_cfg: Mapping, root: Path) -> Path:

@@ -269,7 +269,11 @@ def test_hydra_flags_work_before_and_after_overrides(capsys):
     assert "name: byol" in capsys.readouterr().out
 
 
-def test_missing_dataset_fails_before_building_a_model(tmp_path, capsys):
+def test_missing_dataset_fails_before_building_a_model(
+    tmp_path, capsys, monkeypatch, cifar10_npz_path
+):
+    # The real data under $EMIM_BENCH_DATA must not be used: data_root= wins over it.
+    monkeypatch.setenv("EMIM_BENCH_DATA", str(cifar10_npz_path.parents[1]))
     assert main(["pretrain", f"data_root={tmp_path}", f"runs_root={tmp_path / 'runs'}"]) == 2
     err = capsys.readouterr().err
     assert f"not found in {tmp_path / 'cifar10'}" in err and "data.download=true" in err
@@ -297,3 +301,10 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, ci
     assert failed["status"] == "failed" and "step 6" in failed["error"]
     assert not (run / run_directory.RESULTS_FILE).exists()
     assert checkpoint_step(run / run_directory.LAST_CHECKPOINT) == 4
+
+
+def test_the_data_root_defaults_to_emim_bench_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMIM_BENCH_DATA", str(tmp_path))
+    assert config.load([]).data_root == str(tmp_path)
+    monkeypatch.delenv("EMIM_BENCH_DATA")
+    assert config.load([]).data_root == "../shared/data"
