@@ -128,6 +128,7 @@ _INTEGERS = {
     "data.crop_size": (1, False),
     "data.train_size": (1, True),
     "data.test_size": (1, True),
+    "data.val_size": (1, True),
     "eval.linear_epochs": (1, False),
     "eval.batch_size": (1, False),
     "trainer.num_workers": (0, False),

@@ -325,6 +325,51 @@ def labels_of(dataset: Dataset) -> np.ndarray:
     raise TypeError(f"cannot read labels of {type(dataset).__name__}")
 
 
+# Every run, whatever its seed, holds out the same validation images.
+VALIDATION_SEED = 0
+
+
+def validation_indices(train_labels: np.ndarray, val_size: int | None) -> np.ndarray | None:
+    """The images of the training split held out for choosing settings, or None.
+
+    A class-balanced subset of ``val_size`` images drawn with :data:`VALIDATION_SEED`, so
+    every run of a selection sweep scores the same images, none of which it trained on.
+
+    Args:
+        train_labels: (N,) int64 labels of the training split (:func:`labels_of`).
+        val_size: number of images held out; None (or 0) for none.
+
+    Returns:
+        Sorted int64 array (val_size,) of indices into the training split, or None.
+
+    Raises:
+        ValueError: ``val_size`` leaves no training image, or a class has too few.
+    """
+    if not val_size:
+        return None
+    if val_size >= len(train_labels):
+        raise ValueError(
+            f"data.val_size={val_size} leaves no training image (the split has "
+            f"{len(train_labels)}); use a smaller data.val_size"
+        )
+    return balanced_subset(train_labels, int(val_size), VALIDATION_SEED)
+
+
+def training_subset(
+    dataset: Dataset, held_out: np.ndarray | None, size: int | None, seed: int
+) -> Dataset:
+    """The images a run trains on (and its kNN bank and probe use): ``dataset`` without the
+    ``held_out`` validation indices, then a class-balanced subset of ``size`` (``seed``).
+
+    ``dataset`` is the training split, or the pretraining split whose first images are the
+    training split's (STL-10 appends its unlabeled images).
+    """
+    if held_out is None:
+        return balanced_subset_of(dataset, size, seed)
+    kept = np.setdiff1d(np.arange(len(dataset)), held_out)
+    return balanced_subset_of(Subset(dataset, kept.tolist()), size, seed)
+
+
 def balanced_subset_of(dataset: Dataset, size: int | None, seed: int) -> Dataset:
     """``dataset`` itself when ``size`` is None or covers it, else a class-balanced Subset."""
     if size is None or size >= len(dataset):

@@ -67,6 +67,7 @@ def test_each_method_produces_a_complete_results_json(method, tmp_path, cifar10_
     results = json.loads((run / run_directory.RESULTS_FILE).read_text())
     assert run.name == results["run_id"] and run.name.startswith(f"{method}-cifar10-resnet18-s0-")
     assert results["status"] == "done" and results["method"] == method
+    assert results["eval_split"] == "test"
     accuracies = {k: v for k, v in results["metrics"].items() if v is not None}
     expected = {
         "knn_acc1_k20",
@@ -308,3 +309,27 @@ def test_the_data_root_defaults_to_emim_bench_data(tmp_path, monkeypatch):
     assert config.load([]).data_root == str(tmp_path)
     monkeypatch.delenv("EMIM_BENCH_DATA")
     assert config.load([]).data_root == "../shared/data"
+
+
+def test_a_run_with_a_validation_split_is_scored_on_it(tmp_path, cifar10_npz_path):
+    assert main(["pretrain", *tiny_run("simclr", tmp_path, "data.val_size=40")]) == 0
+    results = json.loads((only_run_dir(tmp_path) / run_directory.RESULTS_FILE).read_text())
+    assert results["eval_split"] == "val" and results["config"]["data"]["val_size"] == 40
+
+
+def test_the_ids_of_earlier_runs_stay_valid():
+    """Ids of runs committed reports were made from: a config key added later at its
+    default (data.val_size=null) must not change them."""
+    ids = {
+        "emim-cifar10-resnet18-s0-8ac206cd": ["method=emim", "budget=cpu"],
+        "simclr-cifar10-resnet18-s2-491f95a5": [
+            "method=simclr",
+            "budget=cpu",
+            "data.train_size=5000",
+            "seed=2",
+        ],
+    }
+    for expected, overrides in ids.items():
+        assert run_identity.run_id(config.load(overrides)) == expected
+    with_val = config.load(["method=emim", "budget=cpu", "data.val_size=5000"])
+    assert run_identity.run_id(with_val) != "emim-cifar10-resnet18-s0-8ac206cd"

@@ -8,14 +8,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch.utils.data import Dataset, Subset
 
 from emim_bench import data, evaluate
 from emim_bench.metrics import alignment, effective_rank, uniformity
 
 
 class EvalSets:
-    """The frozen-feature evaluation sets of a run: labelled train (kNN bank, probe) and test.
+    """The frozen-feature evaluation sets of a run: labelled train (kNN bank, probe) and the
+    scored images.
 
+    ``test`` holds the scored images: the test split (``data.test_size`` of it), or, when
+    ``data.val_size`` is set, the validation images held out of the training split
+    (:func:`~emim_bench.data.validation_indices`), which neither pretraining nor the bank
+    nor the probe sees; ``split`` says which (``"test"`` or ``"val"``), and
+    ``val_indices`` are those images' indices in the training split (None without).
     ``num_classes`` is the dataset's class count (``data.num_classes``; for an image folder,
     the training split's largest label + 1), whatever classes a test subset happens to hold.
     """
@@ -23,15 +30,16 @@ class EvalSets:
     def __init__(self, cfg: DictConfig, root: Path):
         transform = data.eval_transform(cfg.data.kind, cfg.data.crop_size)
         train = data.open_split(cfg.data, root, "train", transform)
-        test = data.open_split(cfg.data, root, "test", transform)
-        self.train = data.balanced_subset_of(train, cfg.data.train_size, cfg.seed)
-        self.test = data.balanced_subset_of(test, cfg.data.test_size, cfg.seed)
+        self.val_indices = data.validation_indices(data.labels_of(train), cfg.data.val_size)
+        self.train = data.training_subset(train, self.val_indices, cfg.data.train_size, cfg.seed)
+        self.split = "test" if self.val_indices is None else "val"
+        self.test = scored_images(cfg, root, self.val_indices, transform)
         self.num_classes = cfg.data.num_classes or int(data.labels_of(self.train).max()) + 1
         self.batch_size, self.num_workers = cfg.eval.batch_size, cfg.trainer.num_workers
         self._cfg, self._root = cfg, root
 
     def held_out_views(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two views, (n, 3, H, W) float32 each, of the first ``n`` images of the test subset,
+        """Two views, (n, 3, H, W) float32 each, of the first ``n`` scored images,
         drawn once with the run's pretraining augmentation and seed (the generators of torch,
         numpy and ``random`` are restored afterwards): the fixed batch of the collapse
         diagnostics.
@@ -40,9 +48,7 @@ class EvalSets:
         transform = data.pretrain_transform(
             cfg.data.kind, cfg.method.augmentation, cfg.data.crop_size
         )
-        pairs = data.balanced_subset_of(
-            data.open_split(cfg.data, self._root, "test", transform), cfg.data.test_size, cfg.seed
-        )
+        pairs = scored_images(cfg, self._root, self.val_indices, transform)
         state = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
         try:
             torch.manual_seed(cfg.seed), np.random.seed(cfg.seed), random.seed(cfg.seed)
@@ -57,6 +63,16 @@ class EvalSets:
         train = evaluate.extract_features(backbone, self.train, self.batch_size, self.num_workers)
         test = evaluate.extract_features(backbone, self.test, self.batch_size, self.num_workers)
         return (*train, *test)
+
+
+def scored_images(cfg: DictConfig, root: Path, val_indices, transform) -> Dataset:
+    """The images a run is scored on, each through ``transform``: the validation images
+    ``val_indices`` of the training split when given, else the class-balanced
+    ``data.test_size`` subset of the test split (drawn with the run's seed)."""
+    if val_indices is not None:
+        return Subset(data.open_split(cfg.data, root, "train", transform), val_indices.tolist())
+    test = data.open_split(cfg.data, root, "test", transform)
+    return data.balanced_subset_of(test, cfg.data.test_size, cfg.seed)
 
 
 @torch.no_grad()

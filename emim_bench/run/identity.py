@@ -22,6 +22,9 @@ NOT_IDENTITY = (
     "progress_bar",
     "trainer.log_every_n_steps",
 )
+# Keys added to the configs after runs were made, with the default that computes what those
+# runs computed: left out of the hash while at that default, so earlier run ids stay valid.
+ADDED_WITH_DEFAULT = {"data.val_size": None}
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -30,10 +33,12 @@ def run_id(cfg: DictConfig) -> str:
     The hash is the first 8 hex digits of the SHA-256 of the resolved config
     as sorted JSON, without the keys that only place, fetch or present the run
     (``runs_root``, ``sweep``, ``data_root``, ``data.download``, ``force``, ``logger``,
-    ``progress_bar``, ``trainer.log_every_n_steps``).
+    ``progress_bar``, ``trainer.log_every_n_steps``), and without the keys of
+    :data:`ADDED_WITH_DEFAULT` while they hold that default.
     """
     identity = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in NOT_IDENTITY:
+    dropped = [*NOT_IDENTITY, *(k for k, v in ADDED_WITH_DEFAULT.items() if _get(identity, k) == v)]
+    for dotted in dropped:
         *parents, key = dotted.split(".")
         node = identity
         for parent in parents:
@@ -41,6 +46,14 @@ def run_id(cfg: DictConfig) -> str:
         node.pop(key, None)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     return f"{cfg.method.name}-{cfg.data.name}-{cfg.backbone.name}-s{cfg.seed}-{digest}"
+
+
+def _get(tree: dict, dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
 
 
 def run_dir(cfg: DictConfig) -> Path:

@@ -139,13 +139,14 @@ def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict | Non
         method = METHODS["base"](**kwargs)  # an untrained backbone: the floor
     else:
         method = build_method(cfg.method.name, **kwargs)
-        pretrain_set = data.balanced_subset_of(
+        pretrain_set = data.training_subset(
             data.open_split(
                 cfg.data,
                 root,
                 "pretrain",
                 data.pretrain_transform(cfg.data.kind, cfg.method.augmentation, cfg.data.crop_size),
             ),
+            eval_sets.val_indices,
             cfg.data.train_size,
             cfg.seed,
         )

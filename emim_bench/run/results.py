@@ -76,6 +76,9 @@ def results_record(cfg: DictConfig, trainer: pl.Trainer, metrics: dict, out: Pat
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
         "metrics": metrics,
+        # The images the metrics are scored on: "val" (data.val_size held out of the
+        # training split, for choosing settings) or "test" (for reporting).
+        "eval_split": "val" if cfg.data.get("val_size") else "test",
         "knn": {"k": list(cfg.eval.knn_k), "temperature": cfg.eval.knn_temperature},
         "train": {
             "wall_time_s": train_s,
