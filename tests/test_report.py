@@ -591,3 +591,16 @@ def test_runs_are_grouped_by_every_setting_that_varies(tmp_path):
     assert paired["mean_diff"].tolist() == [-5.5, 10.5, 4.5, 20.5]
     md = (out / "report.md").read_text()
     assert "| EMIM eps=1e-2 |" in md and "EMIM group" in md
+
+
+def test_a_report_of_runs_scored_on_validation_images_says_so(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (100, 101):
+        run = make_run(runs, "emim", seed, 40.0)
+        results = json.loads((run / "results.json").read_text())
+        (run / "results.json").write_text(json.dumps({**results, "eval_split": "val"}))
+    render.write_report(runs, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Selection sweep: every accuracy in this report is on a validation split" in md
+    rows = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert rows["eval_split"].tolist() == ["val", "val"]

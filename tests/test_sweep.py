@@ -184,6 +184,15 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_np
         ("name: x\ngrid: {method: [emim]}\nlauncher_options: [1]\n", "must be a mapping"),
         ("name: ../x\ngrid: {method: [emim]}\n", "name must be a plain folder name"),
         ("name: x\ngrid: {seed: [0, 1, 0]}\n", "grid.seed lists a value twice"),
+        ("name: x\nselection: yes please\ngrid: {seed: [100]}\n", "selection must be true"),
+        # Settings are chosen on validation images with seeds no report shows.
+        ("name: x\nselection: true\ngrid: {seed: [100]}\n", "add data.val_size=N"),
+        (
+            "name: x\nselection: true\noverrides: [data.val_size=500]\ngrid: {seed: [99, 100]}\n",
+            "seed 99 is a reported seed",
+        ),
+        ("name: x\noverrides: [data.val_size=500]\ngrid: {seed: [0]}\n", "mark the sweep"),
+        ("name: x\ngrid: {seed: [0, 100]}\n", "seed 100 is kept for selection sweeps"),
     ],
 )
 def test_bad_sweep_files_exit_2_naming_the_problem(content, message, tmp_path, capsys):
@@ -233,3 +242,14 @@ def test_shipped_sweeps_compose(tmp_path):
                 "vicreg",
                 "random",
             }
+
+
+def test_a_selection_sweep_scoring_validation_images_with_its_own_seeds_loads(tmp_path):
+    path = tmp_path / "select.yaml"
+    path.write_text(
+        "name: select\nselection: true\noverrides: [data.val_size=500]\n"
+        "grid: {method.kwargs.eps: [0.001, 0.01], seed: [100, 101]}\n"
+    )
+    sweep = sweep_file.load_sweep(path)
+    assert sweep.selection and len(sweep_file.grid_points(sweep)) == 4
+    assert sweep_file.SELECTION_SEEDS_FROM == 100

@@ -223,6 +223,7 @@ def _read_run(run: Path) -> dict:
             if results.get(key) is not None:
                 row[key] = results[key]
         row.update(status="done", detail="")
+        row["eval_split"] = results.get("eval_split") or "test"  # earlier runs: the test split
         row.update({k: v for k, v in (results.get("metrics") or {}).items()})
         row.update({k: (results.get("train") or {}).get(k) for k in TRAIN_FIELDS})
         versions = results.get("versions") or {}
@@ -284,8 +285,9 @@ def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) ->
         one of :data:`~emim_bench.run.directory.STATES`: ``done``, ``running`` (detail: who
         holds its claim), ``failed`` (detail: the error), ``partial`` (a checkpoint without
         results), ``to do`` or, with ``expected``, ``stale``), ``setting``
-        (:func:`setting_label`), every metric of ``results.json`` (percent, NaN when
-        absent), the training statistics ``wall_time_s`` (s), ``steps``,
+        (:func:`setting_label`), ``eval_split`` (``test``, or ``val`` for a run scored on
+        its validation split; empty for runs not done), every metric of ``results.json``
+        (percent, NaN when absent), the training statistics ``wall_time_s`` (s), ``steps``,
         ``images_per_s``, ``peak_rss_bytes``, ``peak_gpu_memory_bytes`` (bytes),
         ``version_*``, ``started_utc``, ``finished_utc``, ``curve_epochs`` and
         ``curve_wall_s`` (last row of curve.csv), ``starts`` (Lightning log versions: 2 or
@@ -329,6 +331,7 @@ def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) ->
         "status",
         "detail",
         "setting",
+        "eval_split",
     ]
     found = [k for row in rows for k in row if k not in columns]
     metric_cols = list(METRICS) + sorted(

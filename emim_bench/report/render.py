@@ -522,6 +522,13 @@ def render_report(runs_dir, out_dir, command, expected, notes="") -> tuple[Path,
         doc.p("No run finished: there are no statistics to show.")
     else:
         doc.p("Settings: " + "; ".join(f"**{s}**" for s in summary["setting"].unique()) + ".")
+        if (done_runs(df)["eval_split"] == "val").any():
+            doc.p(
+                "**Selection sweep: every accuracy in this report is on a validation split** "
+                "(`data.val_size` images held out of the training split, the same for every "
+                "seed, never trained on), with seeds that reported sweeps do not use. Use it "
+                "to choose settings; report test accuracy from a sweep with other seeds."
+            )
         _summary_section(doc, df, summary, multi)
         accuracy = accuracy_figure(df, summary, figures_dir / "accuracy.png")
         if accuracy:

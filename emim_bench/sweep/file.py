@@ -11,6 +11,9 @@ import yaml
 from emim_bench import config
 
 LAUNCHERS = ("basic", "joblib", "submitit_slurm", "submitit_local")  # Hydra launcher plugins
+# Seeds from here on are kept for selection sweeps, so that no setting is chosen with a seed
+# a report then shows.
+SELECTION_SEEDS_FROM = 100
 
 
 class SweepError(ValueError):
@@ -27,6 +30,7 @@ class Sweep:
     launcher: str = "basic"
     launcher_options: dict = field(default_factory=dict)
     notes: str = ""
+    selection: bool = False
     path: Path | None = None
 
 
@@ -46,7 +50,8 @@ def read_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: malformed YAML: {' '.join(str(error).split())}") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: expected a mapping with keys name, overrides, grid, launcher")
-    unknown = set(raw) - {"name", "overrides", "grid", "launcher", "launcher_options", "notes"}
+    known = {"name", "overrides", "grid", "launcher", "launcher_options", "notes", "selection"}
+    unknown = set(raw) - known
     if unknown:
         raise SweepError(f"{path}: unknown keys {sorted(unknown)}")
     name = raw.get("name") or path.stem
@@ -66,6 +71,8 @@ def read_sweep(path: str | Path) -> Sweep:
     for key, values in grid.items():
         if len({str(v) for v in values}) < len(values):
             raise SweepError(f"{path}: grid.{key} lists a value twice: {values}")
+    if not isinstance(raw.get("selection", False), bool):
+        raise SweepError(f"{path}: selection must be true or false")
     launcher = raw.get("launcher", "basic")
     if launcher not in LAUNCHERS:
         raise SweepError(f"{path}: unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")
@@ -76,25 +83,55 @@ def read_sweep(path: str | Path) -> Sweep:
         launcher=launcher,
         launcher_options=dict(raw.get("launcher_options") or {}),
         notes=notes.strip(),
+        selection=raw.get("selection", False),
         path=path,
     )
     return sweep
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read a sweep file and check that every run of its grid composes into a valid config.
+    """Read a sweep file and check that every run of its grid composes into a valid config,
+    and that it keeps selection apart from reporting: a ``selection: true`` sweep scores a
+    validation split (``data.val_size``) with seeds >= :data:`SELECTION_SEEDS_FROM`; any
+    other sweep scores the test split with seeds below it.
 
     Raises:
-        SweepError: as :func:`read_sweep`, or a grid point or override that does not
-            compose (an unknown method, dataset or config key, a value out of range).
+        SweepError: as :func:`read_sweep`, a grid point or override that does not
+            compose (an unknown method, dataset or config key, a value out of range), or a
+            run that breaks the rule above.
     """
     sweep = read_sweep(path)
     try:
         for point in grid_points(sweep):
-            config.load(run_overrides(sweep, point))
+            _check_protocol(sweep, config.load(run_overrides(sweep, point)))
     except config.ConfigError as error:
         raise SweepError(f"{sweep.path}: {error}") from None
     return sweep
+
+
+def _check_protocol(sweep: Sweep, cfg) -> None:
+    if sweep.selection:
+        if not cfg.data.val_size:
+            raise SweepError(
+                f"{sweep.path}: a selection sweep must score a validation split, not the "
+                "test split: add data.val_size=N (e.g. 5000) to its overrides"
+            )
+        if cfg.seed < SELECTION_SEEDS_FROM:
+            raise SweepError(
+                f"{sweep.path}: seed {cfg.seed} is a reported seed; a selection sweep uses "
+                f"seeds from {SELECTION_SEEDS_FROM} on (e.g. seed: [100, 101])"
+            )
+    else:
+        if cfg.data.val_size:
+            raise SweepError(
+                f"{sweep.path}: data.val_size scores a validation split: mark the sweep "
+                "selection: true, or remove data.val_size to report test accuracy"
+            )
+        if cfg.seed >= SELECTION_SEEDS_FROM:
+            raise SweepError(
+                f"{sweep.path}: seed {cfg.seed} is kept for selection sweeps (seeds from "
+                f"{SELECTION_SEEDS_FROM} on); a reported sweep uses seeds below it"
+            )
 
 
 def grid_points(sweep: Sweep) -> list[dict]:
