@@ -266,6 +266,7 @@ def test_report_files_html_embeds_every_figure(sweep, tmp_path):
         assert (out / name).is_file()
     figures = sorted((out / "figures").glob("*.png"))
     assert {f.name for f in figures} == set(report_figures.FIGURES) - {
+        "ablation.png",
         "diagnostics.png",
         "saturation.png",
         "umap.png",
@@ -604,3 +605,32 @@ def test_a_report_of_runs_scored_on_validation_images_says_so(tmp_path):
     assert "Selection sweep: every accuracy in this report is on a validation split" in md
     rows = pd.read_csv(tmp_path / "out" / "results.csv")
     assert rows["eval_split"].tolist() == ["val", "val"]
+
+
+def test_an_ablation_gets_one_factor_at_a_time_panels_with_the_floor(tmp_path):
+    """D varied at eps 1e-2, eps varied at D 128: two panels, each through the centre."""
+    runs = tmp_path / "runs"
+    settings = [(32, 0.01), (128, 0.01), (512, 0.01), (128, 0.001), (128, 0.1)]
+    for d, eps in settings:
+        for seed in (0, 1):
+            knn = 30.0 + d / 64 + seed
+            make_run(runs, "emim", seed, knn, kwargs={"proj_output_dim": d, "eps": eps})
+    make_run(runs, "random", 0, 25.0)
+    out = tmp_path / "out"
+    _, summary = render.render_report(runs, out, None, None)
+    panels = report_figures.ablation_panels(summary)
+    assert [(base, key) for _, base, key, _ in panels] == [("emim", "D"), ("emim", "eps")]
+    assert panels[0][3]["method"].tolist() == [
+        "emim D=32 eps=1e-2",
+        "emim D=128 eps=1e-2",
+        "emim D=512 eps=1e-2",
+    ]
+    assert panels[1][3]["method"].tolist() == [
+        "emim D=128 eps=1e-3",
+        "emim D=128 eps=1e-2",
+        "emim D=128 eps=0.1",
+    ]
+    assert panels[0][3]["knn_acc1_k20_mean"].tolist() == [31.0, 32.5, 38.5]
+    md = (out / "report.md").read_text()
+    assert "## Ablations" in md and "(figures/ablation.png)" in md
+    assert (out / "figures" / "ablation.png").read_bytes()[:8] == PNG_MAGIC

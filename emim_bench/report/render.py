@@ -31,6 +31,7 @@ from emim_bench.report.document import (
 )
 from emim_bench.report.figures import (
     FIGURES,
+    ablation_figure,
     accuracy_figure,
     curve_figure,
     diagnostics_figure,
@@ -536,6 +537,15 @@ def render_report(runs_dir, out_dir, command, expected, notes="") -> tuple[Path,
                 accuracy,
                 "Accuracy per method: bars are means with 95% t-intervals over seeds (no bar "
                 "for n = 1), dots are single seeds, dashed lines the random-init floor.",
+            )
+        ablation = ablation_figure(summary, done_runs(df), figures_dir / "ablation.png")
+        if ablation:
+            doc.h(2, "Ablations")
+            doc.figure(
+                ablation,
+                "Each accuracy against each setting the sweep varies, the other settings at "
+                "their most common value: means with 95% t-intervals over seeds (no interval "
+                "for n = 1); dashed, the random-init floor.",
             )
         _paired_section(doc, df, multi)
     if notes.strip():
