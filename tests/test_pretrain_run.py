@@ -13,7 +13,6 @@ import torch
 from emim_bench import config, data, methods
 from emim_bench.cli import main
 from emim_bench.run import directory as run_directory
-from emim_bench.run import identity as run_identity
 from emim_bench.run import pretrain
 from emim_bench.run import results as run_results
 from emim_bench.run import trainer as run_trainer
@@ -118,16 +117,6 @@ def _backbone_moved(run: Path, method: str) -> bool:
         if k.startswith("encoder.")
     }
     return not torch.equal(initial["conv1.weight"], trained["conv1.weight"])
-
-
-def test_run_dir_is_a_pure_function_of_the_config(tmp_path):
-    a = config.load(tiny_run("emim", tmp_path))
-    b = config.load(tiny_run("emim", tmp_path / "elsewhere", "progress_bar=true"))
-    c = config.load(tiny_run("emim", tmp_path, "seed=1"))
-    d = config.load(tiny_run("emim", tmp_path, "method.kwargs.eps=0.1"))
-    assert run_identity.run_id(a) == run_identity.run_id(b)
-    assert run_identity.run_id(c).startswith("emim-cifar10-resnet18-s1-")
-    assert len({run_identity.run_id(x) for x in (a, c, d)}) == 3
 
 
 def test_cpu_budget_narrows_only_barlow_twins_projector_and_overrides_still_win():
@@ -315,21 +304,3 @@ def test_a_run_with_a_validation_split_is_scored_on_it(tmp_path, cifar10_npz_pat
     assert main(["pretrain", *tiny_run("simclr", tmp_path, "data.val_size=40")]) == 0
     results = json.loads((only_run_dir(tmp_path) / run_directory.RESULTS_FILE).read_text())
     assert results["eval_split"] == "val" and results["config"]["data"]["val_size"] == 40
-
-
-def test_the_ids_of_earlier_runs_stay_valid():
-    """Ids of runs committed reports were made from: a config key added later at its
-    default (data.val_size=null) must not change them."""
-    ids = {
-        "emim-cifar10-resnet18-s0-8ac206cd": ["method=emim", "budget=cpu"],
-        "simclr-cifar10-resnet18-s2-491f95a5": [
-            "method=simclr",
-            "budget=cpu",
-            "data.train_size=5000",
-            "seed=2",
-        ],
-    }
-    for expected, overrides in ids.items():
-        assert run_identity.run_id(config.load(overrides)) == expected
-    with_val = config.load(["method=emim", "budget=cpu", "data.val_size=5000"])
-    assert run_identity.run_id(with_val) != "emim-cifar10-resnet18-s0-8ac206cd"

@@ -72,7 +72,7 @@ _SHORT_KEYS = {
     "method.kwargs.eps": "eps",
     "method.kwargs.standardize": "standardize",
     "batch_size": "batch",
-    "optim.lr": "lr",
+    "method.lr": "lr",
     "method.augmentation": "augmentation",
 }
 

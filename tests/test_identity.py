@@ -1,0 +1,53 @@
+"""A run's identity: its id and folder are a pure function of what it computes."""
+
+from __future__ import annotations
+
+from emim_bench import config
+from emim_bench.run import identity as run_identity
+
+
+def test_run_dir_is_a_pure_function_of_the_config(tmp_path):
+    a = config.load(["method=emim", f"runs_root={tmp_path}"])
+    b = config.load(["method=emim", f"runs_root={tmp_path / 'elsewhere'}", "progress_bar=true"])
+    c = config.load(["method=emim", f"runs_root={tmp_path}", "seed=1"])
+    d = config.load(["method=emim", f"runs_root={tmp_path}", "method.kwargs.eps=0.1"])
+    assert run_identity.run_id(a) == run_identity.run_id(b)
+    assert run_identity.run_id(c).startswith("emim-cifar10-resnet18-s1-")
+    assert len({run_identity.run_id(x) for x in (a, c, d)}) == 3
+
+
+def test_the_ids_of_earlier_runs_stay_valid():
+    """Ids of runs committed reports were made from: a config key added later at its
+    default (data.val_size=null) must not change them."""
+    ids = {
+        "emim-cifar10-resnet18-s0-8ac206cd": ["method=emim", "budget=cpu"],
+        "simclr-cifar10-resnet18-s2-491f95a5": [
+            "method=simclr",
+            "budget=cpu",
+            "data.train_size=5000",
+            "seed=2",
+        ],
+    }
+    for expected, overrides in ids.items():
+        assert run_identity.run_id(config.load(overrides)) == expected
+    with_val = config.load(["method=emim", "budget=cpu", "data.val_size=5000"])
+    assert run_identity.run_id(with_val) != "emim-cifar10-resnet18-s0-8ac206cd"
+
+
+def test_where_and_how_verbosely_a_run_is_logged_leave_its_id_alone(tmp_path):
+    base = ["method=emim", "budget=cpu"]
+    expected = run_identity.run_id(config.load(base))
+    for extra in (
+        f"runs_root={tmp_path}",
+        "sweep=other",
+        f"data_root={tmp_path}",
+        "data.download=true",
+        "progress_bar=false",
+        "trainer.log_every_n_steps=1",
+    ):
+        assert run_identity.run_id(config.load([*base, extra])) == expected, extra
+    for changed in ("seed=1", "batch_size=32", "data.train_size=100", "method.lr=0.01"):
+        assert run_identity.run_id(config.load([*base, changed])) != expected, changed
+    assert run_identity.run_dir(config.load([*base, f"runs_root={tmp_path}"])) == (
+        tmp_path / "default" / expected
+    )
