@@ -34,7 +34,7 @@ def test_make_demo_runs_the_cpu_demo_sweep_that_the_readme_describes():
     demo = sweep_file.load_sweep(REPO / "sweeps" / "cpu_demo.yaml")
     assert demo.name == "cpu_demo" and "data=cifar10" in demo.overrides
     assert "budget=cpu" in demo.overrides
-    assert demo.grid["method"] == ["emim", "simclr", "byol", "barlow_twins", "vicreg", "random"]
+    assert demo.grids[0]["method"] == ["emim", "simclr", "byol", "barlow_twins", "vicreg", "random"]
 
 
 def test_a_tiny_demo_runs_end_to_end(tmp_path, capsys, cifar10_npz_path):

@@ -225,7 +225,9 @@ def test_shipped_sweeps_compose(tmp_path):
         "cifar10_cpu_budget",
         "cifar10_paper",
         "cpu_demo",
+        "emim_ablation_cpu",
         "imagenet100_paper",
+        "select_cpu_budget",
         "smoke",
     ]
     for name in names:
@@ -233,8 +235,8 @@ def test_shipped_sweeps_compose(tmp_path):
         assert spec.name == name
         runs = sweep_plan.plan(spec, [f"runs_root={tmp_path}"])
         assert len({r.run_id for r in runs}) == len(runs)
-        if name != "smoke":
-            assert set(spec.grid["method"]) == {
+        if name not in ("smoke", "emim_ablation_cpu", "select_cpu_budget"):
+            assert set(spec.grids[0]["method"]) == {
                 "emim",
                 "simclr",
                 "byol",
@@ -253,3 +255,24 @@ def test_a_selection_sweep_scoring_validation_images_with_its_own_seeds_loads(tm
     sweep = sweep_file.load_sweep(path)
     assert sweep.selection and len(sweep_file.grid_points(sweep)) == 4
     assert sweep_file.SELECTION_SEEDS_FROM == 100
+
+
+def test_several_grids_pool_their_runs_once_each(tmp_path):
+    """A one-factor ablation: D around 128 and eps around 1e-2 share the centre run."""
+    path = tmp_path / "ablation.yaml"
+    path.write_text(
+        "name: ablation\n"
+        "grid:\n"
+        "  - {method: [emim], method.kwargs.proj_output_dim: [64, 128], seed: [0]}\n"
+        "  - {method: [emim], method.kwargs.eps: [0.001, 0.01], seed: [0]}\n"
+    )
+    spec = sweep_file.load_sweep(path)
+    runs = sweep_plan.plan(spec, [f"runs_root={tmp_path}"])
+    assert len(runs) == 3  # D=64, D=128 (= eps 1e-2, the default), eps=1e-3
+    assert sweep_file.grid_keys(spec) == [
+        "method",
+        "method.kwargs.proj_output_dim",
+        "seed",
+        "method.kwargs.eps",
+    ]
+    assert "ablation: 3 runs" in sweep_plan.format_plan(spec, runs)

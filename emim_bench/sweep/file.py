@@ -26,7 +26,7 @@ class Sweep:
 
     name: str
     overrides: list[str]
-    grid: dict[str, list]
+    grids: list[dict[str, list]]  # a grid, or several whose runs are pooled
     launcher: str = "basic"
     launcher_options: dict = field(default_factory=dict)
     notes: str = ""
@@ -57,8 +57,13 @@ def read_sweep(path: str | Path) -> Sweep:
     name = raw.get("name") or path.stem
     grid = raw.get("grid") or {}
     overrides = raw.get("overrides") or []
-    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        raise SweepError(f"{path}: grid must map config keys to non-empty lists of values")
+    grids = grid if isinstance(grid, list) else [grid]
+    for grid in grids:
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise SweepError(
+                f"{path}: grid must map config keys to non-empty lists of values (or be a "
+                "list of such maps, one per one-factor ablation)"
+            )
     if not isinstance(overrides, list):
         raise SweepError(f"{path}: overrides must be a list of KEY=VALUE strings")
     notes = raw.get("notes") or ""
@@ -68,9 +73,10 @@ def read_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: launcher_options must be a mapping, e.g. {{n_jobs: 2}}")
     if "/" in str(name) or str(name).startswith("."):
         raise SweepError(f"{path}: name must be a plain folder name, got {name!r}")
-    for key, values in grid.items():
-        if len({str(v) for v in values}) < len(values):
-            raise SweepError(f"{path}: grid.{key} lists a value twice: {values}")
+    for grid in grids:
+        for key, values in grid.items():
+            if len({str(v) for v in values}) < len(values):
+                raise SweepError(f"{path}: grid.{key} lists a value twice: {values}")
     if not isinstance(raw.get("selection", False), bool):
         raise SweepError(f"{path}: selection must be true or false")
     launcher = raw.get("launcher", "basic")
@@ -79,7 +85,7 @@ def read_sweep(path: str | Path) -> Sweep:
     sweep = Sweep(
         name=str(name),
         overrides=[str(o) for o in overrides],
-        grid={str(k): list(v) for k, v in grid.items()},
+        grids=[{str(k): list(v) for k, v in grid.items()} for grid in grids],
         launcher=launcher,
         launcher_options=dict(raw.get("launcher_options") or {}),
         notes=notes.strip(),
@@ -135,9 +141,20 @@ def _check_protocol(sweep: Sweep, cfg) -> None:
 
 
 def grid_points(sweep: Sweep) -> list[dict]:
-    """The grid's cartesian product, one ``{key: value}`` dict per run, in file order."""
-    keys = list(sweep.grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*sweep.grid.values())]
+    """Each grid's cartesian product, one ``{key: value}`` dict per run, in file order (a
+    point that two grids both hold comes once)."""
+    points = []
+    for grid in sweep.grids:
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values))
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def grid_keys(sweep: Sweep) -> list[str]:
+    """The keys any grid varies, in file order."""
+    return list(dict.fromkeys(key for grid in sweep.grids for key in grid))
 
 
 def run_overrides(sweep: Sweep, point: dict, extra: list[str] = ()) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from emim_bench import config
 from emim_bench.run.directory import STATES, run_state
 from emim_bench.run.identity import run_dir, run_id
-from emim_bench.sweep.file import Sweep, grid_points, run_overrides
+from emim_bench.sweep.file import Sweep, grid_keys, grid_points, run_overrides
 
 
 @dataclass
@@ -31,10 +31,13 @@ def plan(sweep: Sweep, extra: list[str] = ()) -> list[PlannedRun]:
     States: those of :func:`emim_bench.run.directory.run_state` ("done", "running",
     "failed", "partial", "to do").
     """
-    runs = []
+    runs, seen = [], set()
     for point in grid_points(sweep):
         overrides = run_overrides(sweep, point, extra)
         cfg = config.load(overrides)
+        if run_id(cfg) in seen:  # two grids reach one config (e.g. an ablation's centre)
+            continue
+        seen.add(run_id(cfg))
         directory = run_dir(cfg)
         runs.append(PlannedRun(overrides, run_id(cfg), directory, run_state(directory), point))
     return runs
@@ -42,7 +45,7 @@ def plan(sweep: Sweep, extra: list[str] = ()) -> list[PlannedRun]:
 
 def format_plan(sweep: Sweep, runs: list[PlannedRun]) -> str:
     """The plan as a text table (run id, grid choices, state) and a count per state."""
-    keys = list(sweep.grid)
+    keys = grid_keys(sweep)
     header = ["run", *keys, "state"]
     rows = [[r.run_id, *(r.choices.get(k, "") for k in keys), r.state] for r in runs]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
