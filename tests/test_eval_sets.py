@@ -1,4 +1,5 @@
-"""Which images a run trains on, keeps as its kNN bank and probe set, and is scored on."""
+"""Which images a run trains on, keeps as its kNN bank and probe set, and is scored on; the
+metrics computed on them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 from torch.utils.data import Subset
 
 from emim_bench import config, data
-from emim_bench.run.evaluation import EvalSets
+from emim_bench.evaluate import knn_accuracy, linear_probe_accuracy
+from emim_bench.metrics import alignment, effective_rank, uniformity
+from emim_bench.run.evaluation import EvalSets, offline_metrics, representation_diagnostics
 
 SIZES = ["data.train_size=200", "data.test_size=100", "trainer.num_workers=0"]
 
@@ -74,3 +77,78 @@ def test_a_validation_split_leaving_no_training_image_is_refused():
     with pytest.raises(ValueError, match="leaves no training image"):
         data.validation_indices(np.repeat(np.arange(10), 5), 50)
     assert data.validation_indices(np.repeat(np.arange(10), 5), None) is None
+
+
+class _Sets:
+    """The one attribute offline_metrics reads of an EvalSets."""
+
+    num_classes = 10
+
+
+def test_offline_metrics_are_the_evaluators_at_the_configured_k_temperature_and_seed():
+    gen = torch.Generator().manual_seed(0)
+    feats = (
+        torch.randn(120, 8, generator=gen),
+        torch.arange(120) % 10,
+        torch.randn(40, 8, generator=gen),
+        torch.arange(40) % 10,
+    )
+    cfg = config.load(["seed=7", "eval.knn_k=[3,50]", "eval.knn_temperature=0.5"])
+    cfg.eval.linear_epochs = 4
+    metrics = offline_metrics(cfg, None, _Sets(), feats)
+    for k in (3, 50):
+        expected = knn_accuracy(*feats, k=k, temperature=0.5, num_classes=10)
+        assert (metrics[f"knn_acc1_k{k}"], metrics[f"knn_acc5_k{k}"]) == expected
+    probe = linear_probe_accuracy(*feats, num_classes=10, epochs=4, seed=7)
+    assert (metrics["linear_acc1"], metrics["linear_acc5"]) == probe
+    assert set(metrics) == {
+        "knn_acc1_k3",
+        "knn_acc5_k3",
+        "knn_acc1_k50",
+        "knn_acc5_k50",
+        "linear_acc1",
+        "linear_acc5",
+    }
+
+
+class _Method(torch.nn.Module):
+    """encoder and projector with BatchNorm, whose running statistics differ from any batch's."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6))
+        self.projector = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5))
+        self.projector[1].running_mean.fill_(3.0)
+
+
+def test_diagnostics_are_the_metrics_of_the_eval_mode_outputs_and_restore_the_mode():
+    method = _Method().train()
+    gen = torch.Generator().manual_seed(1)
+    view1, view2 = torch.randn(16, 3, 2, 2, generator=gen), torch.randn(16, 3, 2, 2, generator=gen)
+    got = representation_diagnostics(method, view1, view2)
+    assert method.training
+    method.eval()
+    with torch.no_grad():
+        f1 = method.encoder(view1)
+        z1, z2 = method.projector(f1), method.projector(method.encoder(view2))
+    assert got == {
+        "rankme_backbone": float(effective_rank(f1)),
+        "rankme_projector": float(effective_rank(z1)),
+        "alignment": alignment(z1, z2),
+        "uniformity": uniformity(z1),
+    }
+    assert float(method.projector[1].running_mean[0]) == 3.0  # statistics untouched
+
+
+def test_held_out_views_are_fixed_by_the_seed_and_leave_the_generators_alone(root):
+    sets = EvalSets(config.load([*SIZES, "seed=3"]), root)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    first = sets.held_out_views(4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    again = sets.held_out_views(4)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert first[0].shape == (4, 3, 32, 32) and not torch.equal(first[0], first[1])
+    other = EvalSets(config.load([*SIZES, "seed=4"]), root).held_out_views(4)
+    assert not torch.equal(other[0], first[0])
