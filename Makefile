@@ -30,7 +30,7 @@ test: setup
 # and report modules, 2 workers; not part of CI (hours on 2 cores). Prints the surviving
 # mutants; `.venv/bin/mutmut show <name>` shows one. Results are cached in mutants/.
 mutation: setup
-	EMIM_BENCH_DATA=$(abspath ../shared/data) $(VENV)/bin/mutmut run --max-children 2
+	EMIM_BENCH_DATA=$(abspath ../shared/data) OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
 	$(VENV)/bin/mutmut results
 
 # The demo: the five methods and the random floor on real CIFAR-10 at CPU budget, then
