@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
 
 import torch
@@ -176,10 +178,7 @@ def linear_probe_accuracy(
     test_features: torch.Tensor,
     test_labels: torch.Tensor,
     num_classes: int,
-    epochs: int = 100,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    seed: int = 0,
+    **fit_options,
 ) -> tuple[float, float]:
     """Linear probe: a softmax classifier trained on cached, standardised frozen features.
 
@@ -194,15 +193,47 @@ def linear_probe_accuracy(
     Args:
         train_features: (N, F); train_labels: (N,) int64 in [0, num_classes).
         test_features: (M, F); test_labels: (M,) int64.
-        epochs: passes over the training features.
-        seed: seeds the classifier's initialisation and the batch order.
+        **fit_options: ``epochs``, ``batch_size``, ``lr`` and ``seed`` of
+            :func:`fit_linear_probe` (the seed draws the initial weights and the
+            batch order).
 
     Returns:
         ``(acc@1, acc@5)`` on the test features, in percent.
     """
+    classifier, standardise = fit_linear_probe(
+        train_features, train_labels, num_classes, **fit_options
+    )
+    with torch.no_grad():
+        return top_k_accuracy(classifier(standardise(test_features)), test_labels)
+
+
+def fit_linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> tuple[nn.Linear, Callable[[torch.Tensor], torch.Tensor]]:
+    """The classifier of :func:`linear_probe_accuracy`, trained, and its standardisation.
+
+    Features are standardised with the training set's mean and std (floored at 1e-6); the
+    classifier's weights start from N(0, 0.01^2) drawn with ``seed`` and its bias at 0;
+    Adam (weight decay 1e-6) runs ``epochs`` passes over batches in a ``seed``-drawn order,
+    with the learning rate annealed by a cosine over all steps.
+
+    Returns:
+        ``(classifier, standardise)``: an ``nn.Linear(F, num_classes)`` and the function
+        that maps raw features (M, F) to the classifier's standardised inputs.
+    """
     generator = torch.Generator().manual_seed(seed)
     mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
-    x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
+
+    def standardise(features: torch.Tensor) -> torch.Tensor:
+        return (features - mean) / std
+
+    x_train = standardise(train_features)
     classifier = nn.Linear(x_train.shape[1], num_classes)
     with torch.no_grad():
         classifier.weight.normal_(0, 0.01, generator=generator)
@@ -218,8 +249,7 @@ def linear_probe_accuracy(
             loss.backward()
             optimizer.step()
             schedule.step()
-    with torch.no_grad():
-        return top_k_accuracy(classifier(x_test), test_labels)
+    return classifier, standardise
 
 
 def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

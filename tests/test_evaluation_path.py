@@ -3,12 +3,19 @@ extraction, and the seed and learning-rate scaling that reach a run."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
 from emim_bench import config
-from emim_bench.evaluate import extract_features, linear_probe_accuracy, top_k_accuracy
+from emim_bench.evaluate import (
+    extract_features,
+    fit_linear_probe,
+    linear_probe_accuracy,
+    top_k_accuracy,
+)
 from emim_bench.run import trainer as run_trainer
 
 
@@ -16,6 +23,62 @@ from emim_bench.run import trainer as run_trainer
 def test_top_k_counts_a_label_ranked_exactly_kth(rank, acc1, acc5):
     logits = torch.arange(10, 0, -1, dtype=torch.float32)[None, :]  # class c ranks c + 1
     assert top_k_accuracy(logits, torch.tensor([rank - 1])) == (acc1, acc5)
+
+
+def test_top_k_scores_each_query_on_its_own_row():
+    """Query 0's label ranks 5th, query 1's 6th, query 2's 1st: 1 and 2 of 3 hits."""
+    logits = torch.arange(10, 0, -1, dtype=torch.float32).repeat(3, 1)
+    acc1, acc5 = top_k_accuracy(logits, torch.tensor([4, 5, 0]))
+    assert acc1 == pytest.approx(100 / 3) and acc5 == pytest.approx(200 / 3)
+
+
+def _reference_probe(x, y, num_classes, epochs=100, batch_size=256, lr=1e-3, seed=0):
+    """The probe's recipe written out: training-set standardisation, N(0, 0.01^2) weights and
+    a zero bias, Adam with weight decay 1e-6, the cosine schedule in closed form."""
+    gen = torch.Generator().manual_seed(seed)
+    z = (x - x.mean(0)) / x.std(0)
+    weight = torch.empty(num_classes, x.shape[1]).normal_(0, 0.01, generator=gen)
+    bias = torch.zeros(num_classes)
+    weight.requires_grad_(), bias.requires_grad_()
+    optimizer = torch.optim.Adam([weight, bias], lr=lr, weight_decay=1e-6)
+    total, step = epochs * math.ceil(len(x) / batch_size), 0
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x), generator=gen).split(batch_size):
+            loss = torch.nn.functional.cross_entropy(z[batch] @ weight.T + bias, y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (1 + math.cos(math.pi * step / total)) / 2
+    return weight.detach(), bias.detach()
+
+
+@pytest.mark.parametrize("options", [{}, {"epochs": 3, "batch_size": 64, "lr": 0.01, "seed": 5}])
+def test_the_probe_follows_its_recipe(options):
+    """300 samples: batches of 256 and 44 (a batch of 257 would change every step)."""
+    gen = torch.Generator().manual_seed(0)
+    x = 3.0 + 2.0 * torch.randn(300, 5, generator=gen)
+    y = torch.randint(3, (300,), generator=gen)
+    classifier, standardise = fit_linear_probe(x, y, 3, **options)
+    weight, bias = _reference_probe(x, y, 3, **options)
+    assert torch.allclose(classifier.weight, weight, atol=1e-5)
+    assert torch.allclose(classifier.bias, bias, atol=1e-5)
+    assert torch.allclose(standardise(x), (x - x.mean(0)) / x.std(0))
+
+
+def test_the_probe_is_invariant_to_shifting_a_feature_in_both_splits():
+    """Dyadic features, 64 training samples and power-of-two shifts keep every step exact,
+    so the standardised inputs, and the accuracies, are bit-identical."""
+    gen = torch.Generator().manual_seed(1)
+    train = torch.randint(-16, 17, (64, 4), generator=gen) / 8.0
+    test = torch.randint(-16, 17, (32, 4), generator=gen) / 8.0
+    train_y, test_y = torch.randint(3, (64,), generator=gen), torch.randint(3, (32,), generator=gen)
+    shift = torch.tensor([64.0, -32.0, 16.0, 0.0])
+    probe = dict(num_classes=3, epochs=5, batch_size=16)
+    assert linear_probe_accuracy(train, train_y, test, test_y, **probe) == linear_probe_accuracy(
+        train + shift, train_y, test + shift, test_y, **probe
+    )
 
 
 def test_the_probe_standardises_test_features_with_the_training_statistics():
