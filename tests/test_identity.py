@@ -51,3 +51,18 @@ def test_where_and_how_verbosely_a_run_is_logged_leave_its_id_alone(tmp_path):
     assert run_identity.run_dir(config.load([*base, f"runs_root={tmp_path}"])) == (
         tmp_path / "default" / expected
     )
+
+
+def test_the_id_is_a_function_of_resolved_values_and_needs_only_the_naming_keys():
+    from omegaconf import OmegaConf
+
+    base = ["method=emim", "budget=cpu"]
+    literal = config.load([*base, "epochs=64"])
+    interpolated = config.load([*base, "epochs=${batch_size}"])  # batch_size is 64
+    assert run_identity.run_id(interpolated) == run_identity.run_id(literal)
+    # A config holding none of the logging keys, nor data.val_size, still has an id.
+    minimal = OmegaConf.create(
+        {"method": {"name": "emim"}, "data": {"name": "cifar10"}, "backbone": {"name": "r18"}}
+    )
+    minimal.seed = 3
+    assert run_identity.run_id(minimal).startswith("emim-cifar10-r18-s3-")
