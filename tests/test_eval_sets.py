@@ -152,3 +152,54 @@ def test_held_out_views_are_fixed_by_the_seed_and_leave_the_generators_alone(roo
     assert first[0].shape == (4, 3, 32, 32) and not torch.equal(first[0], first[1])
     other = EvalSets(config.load([*SIZES, "seed=4"]), root).held_out_views(4)
     assert not torch.equal(other[0], first[0])
+
+
+def test_features_are_those_of_the_bank_and_the_scored_images_in_eval_transform(root):
+    cfg = config.load([*SIZES, "data.num_classes=12", "eval.batch_size=7"])
+    sets = EvalSets(cfg, root)
+    assert sets.num_classes == 12  # the declared count, whatever labels the subsets hold
+    image, _ = sets.train[0]
+    base_index, base = _base(sets.train)
+    expected = data.eval_transform("cifar10", 32)(data.Image.fromarray(base.images[base_index[0]]))
+    assert torch.equal(image, expected)
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4))
+    train_x, train_y, test_x, test_y = sets.features(backbone)
+    assert torch.equal(train_x, backbone(torch.stack([x for x, _ in sets.train])).detach())
+    assert torch.equal(test_x, backbone(torch.stack([x for x, _ in sets.test])).detach())
+    assert torch.equal(train_y, torch.as_tensor(data.labels_of(sets.train)))
+    assert torch.equal(test_y, torch.as_tensor(data.labels_of(sets.test)))
+    again = EvalSets(cfg, root)  # the same seed draws the same bank
+    assert np.array_equal(_base(again.train)[0], base_index)
+    inferred = EvalSets(config.load([*SIZES, "data.num_classes=null"]), root)
+    assert inferred.num_classes == 10  # largest training label + 1
+
+
+def test_diagnostic_views_come_from_the_scored_images(root):
+    on_test = EvalSets(config.load([*SIZES, "seed=3"]), root).held_out_views(4)
+    on_val = EvalSets(config.load([*SIZES, "seed=3", "data.val_size=500"]), root)
+    views = on_val.held_out_views(4)
+    assert not torch.equal(views[0], on_test[0])
+    # Drawn from the validation images: the same as augmenting them by hand with the seed.
+    transform = data.pretrain_transform("cifar10", on_val._cfg.method.augmentation, 32)
+    torch.manual_seed(3)
+    first = data.open_split(on_val._cfg.data, root, "train", transform)[on_val.val_indices[0]]
+    assert torch.equal(views[0][0], first[0][0]) and torch.equal(views[1][0], first[0][1])
+
+
+def test_held_out_views_repeat_where_augmentations_draw_from_python_random(root):
+    """ImageNet-style presets blur with a sigma from ``random``: it is seeded too."""
+    cfg = config.load(
+        [
+            *SIZES,
+            "data=imagefolder",
+            "data.path=imagenette-mini",
+            "data.crop_size=32",
+            "data.train_size=null",
+            "data.test_size=20",
+            "method.augmentation=symmetric",
+        ]
+    )
+    sets = EvalSets(cfg, root)
+    first, again = sets.held_out_views(8), sets.held_out_views(8)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
