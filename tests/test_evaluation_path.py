@@ -56,9 +56,10 @@ def _reference_probe(x, y, num_classes, epochs=100, batch_size=256, lr=1e-3, see
 
 @pytest.mark.parametrize("options", [{}, {"epochs": 3, "batch_size": 64, "lr": 0.01, "seed": 5}])
 def test_the_probe_follows_its_recipe(options):
-    """300 samples: batches of 256 and 44 (a batch of 257 would change every step)."""
+    """300 samples: batches of 256 and 44 (a batch of 257 would change every step); two
+    features with a std below 1, which standardisation scales up."""
     gen = torch.Generator().manual_seed(0)
-    x = 3.0 + 2.0 * torch.randn(300, 5, generator=gen)
+    x = 3.0 + torch.tensor([2.0, 0.5, 0.1, 1.0, 3.0]) * torch.randn(300, 5, generator=gen)
     y = torch.randint(3, (300,), generator=gen)
     classifier, standardise = fit_linear_probe(x, y, 3, **options)
     weight, bias = _reference_probe(x, y, 3, **options)
@@ -129,3 +130,15 @@ def test_runs_differing_only_in_seed_start_from_different_weights():
         method = build_method("simclr", **run_trainer.method_kwargs(cfg, num_classes=10))
         weights.append(method.encoder.conv1.weight.detach().clone())
     assert not torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])
+
+
+def test_the_probe_accuracy_is_that_of_the_classifier_trained_with_the_given_options():
+    """Scored on its own training set, where 3 and 100 epochs differ."""
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(200, 20, generator=gen), torch.randint(10, (200,), generator=gen)
+    options = {"epochs": 3, "seed": 5, "lr": 0.01, "batch_size": 32}
+    classifier, standardise = fit_linear_probe(x, y, 10, **options)
+    with torch.no_grad():
+        expected = top_k_accuracy(classifier(standardise(x)), y)
+    assert linear_probe_accuracy(x, y, x, y, num_classes=10, **options) == expected
+    assert linear_probe_accuracy(x, y, x, y, num_classes=10) != expected
