@@ -634,3 +634,18 @@ def test_an_ablation_gets_one_factor_at_a_time_panels_with_the_floor(tmp_path):
     md = (out / "report.md").read_text()
     assert "## Ablations" in md and "(figures/ablation.png)" in md
     assert (out / "figures" / "ablation.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_baseline_without_a_seed_is_listed_with_nothing_to_pair():
+    """A run whose seed cannot be read (no config, an id that is not ours) pairs with nothing."""
+    df = pd.DataFrame(
+        {
+            "status": ["done"] * 3,
+            "setting": ["s"] * 3,
+            "method": ["emim", "emim", "simclr"],
+            "seed": [0, 1, None],
+            "knn_acc1_k20": [40.0, 42.0, 39.0],
+        }
+    )
+    (row,) = report_stats.paired_differences(df, "knn_acc1_k20").itertuples()
+    assert (row.baseline, row.n_pairs, row.note) == ("simclr", 0, "no seed finished by both")
