@@ -60,6 +60,9 @@ def test_a_validation_split_is_held_out_of_training_and_scored_instead(root, cif
     assert np.array_equal(val, sets.val_indices) and len(val) == 500
     assert np.bincount(data.labels_of(sets.test)).tolist() == [50] * 10
     assert not set(val) & set(bank) and len(bank) == 200
+    image, label = sets.test[0]  # through the evaluation transform
+    expected = data.eval_transform("cifar10", 32)(data.Image.fromarray(train_images[val[0]]))
+    assert torch.equal(image, expected) and label == data.labels_of(sets.test)[0]
     pretrain = data.training_subset(
         data.open_split(cfg.data, root, "pretrain", lambda image: image),
         sets.val_indices,
@@ -83,6 +86,21 @@ class _Sets:
     """The one attribute offline_metrics reads of an EvalSets."""
 
     num_classes = 10
+
+
+def test_offline_metrics_extract_the_features_when_not_given():
+    feats = (torch.eye(10), torch.arange(10), torch.eye(10)[:4], torch.arange(4))
+
+    class Sets(_Sets):
+        def features(self, backbone):
+            self.seen = backbone
+            return feats
+
+    sets, backbone = Sets(), object()
+    cfg = config.load(["eval.knn_k=[1]", "eval.linear_epochs=2"])
+    metrics = offline_metrics(cfg, backbone, sets)
+    assert sets.seen is backbone and metrics == offline_metrics(cfg, None, _Sets(), feats)
+    assert metrics["knn_acc1_k1"] == 100.0
 
 
 def test_offline_metrics_are_the_evaluators_at_the_configured_k_temperature_and_seed():
@@ -194,7 +212,7 @@ def test_held_out_views_repeat_where_augmentations_draw_from_python_random(root)
             *SIZES,
             "data=imagefolder",
             "data.path=imagenette-mini",
-            "data.crop_size=32",
+            "data.crop_size=48",
             "data.train_size=null",
             "data.test_size=20",
             "method.augmentation=symmetric",
@@ -203,3 +221,4 @@ def test_held_out_views_repeat_where_augmentations_draw_from_python_random(root)
     sets = EvalSets(cfg, root)
     first, again = sets.held_out_views(8), sets.held_out_views(8)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert first[0].shape == (8, 3, 48, 48)  # at the configured crop size
