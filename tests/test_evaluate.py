@@ -8,6 +8,7 @@ import emim_bench.compat  # noqa: F401  (adapts solo-learn before it is imported
 
 import pytest
 import torch
+from helpers import random_split
 from solo.utils.knn import WeightedKNNClassifier
 
 from emim_bench.evaluate import knn_accuracy
@@ -40,16 +41,6 @@ def reference_knn(train_x, train_y, test_x, test_y, k, temperature=T, num_classe
         hits1 += ranking[0] == label
         hits5 += label in ranking[: min(5, num_classes)] and scores.get(label, 0.0) > 0
     return 100.0 * hits1 / len(queries), 100.0 * hits5 / len(queries)
-
-
-def random_split(seed, n_bank=60, n_query=40, width=8, num_classes=7):
-    gen = torch.Generator().manual_seed(seed)
-    return (
-        torch.randn(n_bank, width, generator=gen),
-        torch.randint(num_classes, (n_bank,), generator=gen),
-        torch.randn(n_query, width, generator=gen),
-        torch.randint(num_classes, (n_query,), generator=gen),
-    )
 
 
 def on_circle(degrees, radius=1.0):

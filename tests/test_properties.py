@@ -12,6 +12,7 @@ import math
 import emim_bench.compat  # noqa: F401  (adapts solo-learn before it is imported below)
 
 import torch
+from helpers import random_split
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,17 +21,6 @@ from emim_bench.losses import gaussian_mutual_information
 
 F64 = torch.float64
 seeds = st.integers(0, 2**31 - 1)
-
-
-def _features(seed: int, n_bank: int, n_query: int, width: int, num_classes: int):
-    """Gaussian bank and queries (continuous, so exact ties have probability zero)."""
-    gen = torch.Generator().manual_seed(seed)
-    return (
-        torch.randn(n_bank, width, generator=gen),
-        torch.randint(num_classes, (n_bank,), generator=gen),
-        torch.randn(n_query, width, generator=gen),
-        torch.randint(num_classes, (n_query,), generator=gen),
-    )
 
 
 def _well_conditioned(dim: int, gen: torch.Generator) -> torch.Tensor:
@@ -45,7 +35,7 @@ knn_cases = st.tuples(
     seeds,
     st.integers(1, 80),  # bank size
     st.integers(1, 30),  # queries
-    st.integers(1, 12),  # feature width
+    st.integers(2, 12),  # feature width (at 1, every similarity is +-1: exact ties)
     st.integers(1, 12),  # classes
     st.integers(1, 50),  # k
 )
@@ -54,7 +44,7 @@ knn_cases = st.tuples(
 @given(case=knn_cases, scale_seed=seeds)
 def test_knn_ignores_the_scale_of_each_feature_row_and_the_order_of_the_bank(case, scale_seed):
     seed, n_bank, n_query, width, num_classes, k = case
-    bank, bank_y, queries, query_y = _features(seed, n_bank, n_query, width, num_classes)
+    bank, bank_y, queries, query_y = random_split(seed, n_bank, n_query, width, num_classes)
     expected = knn_accuracy(bank, bank_y, queries, query_y, k=k, num_classes=num_classes)
 
     gen = torch.Generator().manual_seed(scale_seed)
@@ -72,7 +62,7 @@ def test_knn_ignores_the_scale_of_each_feature_row_and_the_order_of_the_bank(cas
 @given(case=knn_cases)
 def test_knn_acc1_is_at_most_acc5_and_both_are_multiples_of_one_query(case):
     seed, n_bank, n_query, width, num_classes, k = case
-    acc1, acc5 = knn_accuracy(*_features(seed, n_bank, n_query, width, num_classes), k=k)
+    acc1, acc5 = knn_accuracy(*random_split(seed, n_bank, n_query, width, num_classes), k=k)
     assert 0.0 <= acc1 <= acc5 <= 100.0
     for acc in (acc1, acc5):
         hits = acc * n_query / 100.0
@@ -82,7 +72,7 @@ def test_knn_acc1_is_at_most_acc5_and_both_are_multiples_of_one_query(case):
 @given(seed=seeds, n=st.integers(2, 60), width=st.integers(2, 12), num_classes=st.integers(1, 9))
 def test_knn_with_k1_finds_each_bank_entry_itself(seed, n, width, num_classes):
     """Queried with its own bank at k = 1, every entry's nearest neighbour is itself."""
-    bank, labels, _, _ = _features(seed, n, 1, width, num_classes)
+    bank, labels, _, _ = random_split(seed, n, 1, width, num_classes)
     assert knn_accuracy(bank, labels, bank, labels, k=1) == (100.0, 100.0)
 
 
@@ -111,7 +101,7 @@ def test_the_probe_is_invariant_to_rescaling_a_feature_in_both_splits(
 ):
     """Standardising with the training statistics removes any per-feature scale (powers of
     two, so exactly); scaling the test split alone is not removed."""
-    train_x, train_y, test_x, test_y = _features(seed, 48, 24, width, num_classes)
+    train_x, train_y, test_x, test_y = random_split(seed, 48, 24, width, num_classes)
     gen = torch.Generator().manual_seed(scale_seed)
     scale = 2.0 ** torch.randint(-6, 7, (width,), generator=gen)
     probe = dict(num_classes=num_classes, epochs=3, batch_size=16)
