@@ -649,3 +649,27 @@ def test_a_baseline_without_a_seed_is_listed_with_nothing_to_pair():
     )
     (row,) = report_stats.paired_differences(df, "knn_acc1_k20").itertuples()
     assert (row.baseline, row.n_pairs, row.note) == ("simclr", 0, "no seed finished by both")
+
+
+def test_the_published_table_takes_our_online_accuracy_and_leaves_out_the_floor():
+    summary = pd.DataFrame(
+        {
+            "setting": ["s", "s", "s", "t"],
+            "dataset": ["cifar10", "cifar10", "cifar10", "cifar10"],
+            "backbone": ["resnet18"] * 4,
+            "epochs": [1000, 1000, 1000, None],
+            "method": ["emim", "simclr", "random", "simclr"],
+            "online_acc1_mean": [88.0, 90.0, math.nan, 50.0],
+            "online_acc1_sd": [0.5, 0.25, math.nan, 1.0],
+            "online_acc1_n": [3, 3, 0, 1],
+        }
+    )
+    table = published.published_comparison(summary)
+    assert table["method"].tolist() == ["emim", "simclr"]  # no floor, no unmatched setting
+    simclr = table.set_index("method").loc["simclr"]
+    assert (simclr.ours_mean, simclr.ours_sd, simclr.n, simclr.published) == (90.0, 0.25, 3, 90.74)
+    assert simclr.difference == pytest.approx(-0.74)
+    assert math.isnan(table.set_index("method").loc["emim", "published"])
+    # A sweep whose runs log no online accuracy (the floor alone) still gets a table.
+    bare = published.published_comparison(summary.drop(columns=["online_acc1_mean"]).iloc[:2])
+    assert bare["ours_mean"].isna().all() and len(bare) == 2
