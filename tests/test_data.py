@@ -29,6 +29,9 @@ def test_balanced_subset_rejects_impossible_sizes():
     labels = np.array([0, 0, 1])
     with pytest.raises(ValueError, match="in \\[1, 3\\]"):
         balanced_subset(labels, 4)
+    with pytest.raises(ValueError, match="in \\[1, 3\\]"):
+        balanced_subset(labels, 0)
+    assert balanced_subset(labels, 1, seed=0).tolist() in ([0], [1])  # the smallest subset
     with pytest.raises(ValueError, match="class 1 has 1 samples, 2 requested"):
         balanced_subset(np.array([0, 0, 0, 1]), 4)
 

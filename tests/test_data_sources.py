@@ -52,6 +52,9 @@ def test_fashion_mnist_idx_files_are_read_gzipped_or_plain(fashion_root):
     test = data.open_split(cfg, root, "test", data.eval_transform("fashion_mnist", 32))
     image, label = test[1]
     assert image.shape == (3, 32, 32) and label == arrays["t10k"][1][1]
+    for split in ("pretrain", "train"):  # the training images, never the test ones
+        opened = data.open_split(cfg, root, split, data.eval_transform("fashion_mnist", 32))
+        assert np.array_equal(opened.images, arrays["train"][0])
 
 
 def test_a_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
@@ -65,6 +68,8 @@ def test_a_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path, mon
         with pytest.raises(data.DatasetNotFoundError, match="not found in") as error:
             data.check_available({"name": kind, "kind": kind}, tmp_path)
         assert fix in str(error.value) and str(tmp_path / kind) in str(error.value)
+        system_dir = str(data.FASHION_MNIST_SYSTEM_DIR) in str(error.value)
+        assert system_dir == (kind == "fashion_mnist")  # only it is also looked for there
     with pytest.raises(data.DatasetNotFoundError) as error:
         data.check_available({"name": "fashion_mnist", "kind": "fashion_mnist"}, tmp_path)
     assert f"and {data.FASHION_MNIST_SYSTEM_DIR}" in str(error.value)
@@ -138,6 +143,8 @@ def test_eval_transforms_resize_as_each_kind_needs_and_normalise_with_its_statis
     torch.manual_seed(0)
     assert all(view.shape == (3, 32, 32) for view in views(image))
     assert "Normalize(mean=(0.485, 0.456, 0.406)" in repr(views)
+    fashion = data.pretrain_transform("fashion_mnist", "symmetric", 32)
+    assert "Normalize(mean=(0.286, 0.286, 0.286), std=(0.353, 0.353, 0.353))" in repr(fashion)
     with pytest.raises(ValueError, match="unknown dataset kind 'mnist'"):
         data.pretrain_transform("mnist", "symmetric", 32)
 
