@@ -673,3 +673,14 @@ def test_the_published_table_takes_our_online_accuracy_and_leaves_out_the_floor(
     # A sweep whose runs log no online accuracy (the floor alone) still gets a table.
     bare = published.published_comparison(summary.drop(columns=["online_acc1_mean"]).iloc[:2])
     assert bare["ours_mean"].isna().all() and len(bare) == 2
+
+
+def test_runs_made_before_a_config_key_existed_group_with_runs_at_its_default(tmp_path):
+    runs = tmp_path / "runs"
+    old = make_run(runs, "emim", 0, 40.0)  # its config has no data.val_size
+    new = make_run(runs, "emim", 1, 41.0)
+    results = json.loads((new / "results.json").read_text())
+    results["config"]["data"]["val_size"] = None
+    (new / "results.json").write_text(json.dumps(results))
+    assert set(collect.collect_runs(runs)["method"]) == {"emim"}
+    assert old.name != new.name

@@ -22,7 +22,7 @@ from emim_bench.run.directory import (
     read_curve,
     run_state,
 )
-from emim_bench.run.identity import NOT_IDENTITY
+from emim_bench.run.identity import ADDED_WITH_DEFAULT, NOT_IDENTITY
 
 # Every metric results.json may hold (percent); others found in a run are appended.
 METRICS = (
@@ -200,7 +200,10 @@ def _base_row(run_id: str, cfg: dict) -> dict:
         "accelerator": _get(cfg, "trainer", "accelerator"),
         "devices": _get(cfg, "trainer", "devices"),
         "precision": _get(cfg, "trainer", "precision"),
-        "_config": _flatten(cfg),
+        # Runs made before a key existed ran at its default: they hold that value.
+        "_config": {**{k: json.dumps(v) for k, v in ADDED_WITH_DEFAULT.items()}, **_flatten(cfg)}
+        if cfg
+        else {},
     }
 
 
@@ -281,7 +284,9 @@ def collect_runs(runs_dir: str | Path, expected: Sequence[str] | None = None) ->
 
     Returns:
         Columns ``run_id, sweep, method, dataset, backbone, seed, epochs, batch_size,
-        train_size, budget, accelerator, devices, precision, status, detail`` (status is
+        train_size, budget, accelerator, devices, precision, status, detail`` (``method``
+        is the registry name followed by the settings that vary among that method's runs
+        of a setting, e.g. ``emim D=64``: see :func:`variant_labels`; status is
         one of :data:`~emim_bench.run.directory.STATES`: ``done``, ``running`` (detail: who
         holds its claim), ``failed`` (detail: the error), ``partial`` (a checkpoint without
         results), ``to do`` or, with ``expected``, ``stale``), ``setting``
