@@ -259,8 +259,9 @@ def _read_run(run: Path) -> dict:
     if curve.is_file():
         try:
             c = read_curve(curve)
-            row["curve_epochs"] = int(c["epoch"].max()) if len(c) else 0
-            row["curve_wall_s"] = float(c["wall_s"].iloc[-1]) if len(c) else math.nan
+            epochs = int(c["epoch"].max()) if len(c) else 0
+            wall_s = float(c["wall_s"].iloc[-1]) if len(c) else math.nan
+            row.update(curve_epochs=epochs, curve_wall_s=wall_s)  # both or neither
         except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
             row["detail"] = f"{row.get('detail', '')} [unreadable {CURVE_FILE}: {error}]".strip()
     if row["status"] == "partial" and present(row.get("curve_epochs")):
