@@ -355,6 +355,14 @@ def test_the_default_destination_is_the_configs_data_root(tmp_path, monkeypatch)
     assert data.dataset_dir(cfg.data, data.data_root(cfg.data_root)) == prep.destination()
 
 
+def test_a_missing_imagenet100_says_how_to_prepare_it(tmp_path):
+    cfg = config.load(["data=imagenet100", f"data_root={tmp_path}"])
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        data.check_available(cfg.data, data.data_root(cfg.data_root))
+    assert str(tmp_path / "imagenet100") in str(error.value)
+    assert "`emim-bench prepare imagenet100 --source PATH`" in str(error.value)
+
+
 def test_data_imagenet100_reads_the_prepared_tree(tmp_path, imagenette_mini, nette_classes):
     prep.build(
         prep.plan(imagenette_mini, classes=nette_classes), tmp_path / "imagenet100", progress=False
