@@ -200,6 +200,8 @@ def test_ground_truth_that_does_not_fit_is_refused(tmp_path, imagenette_mini, ne
     labels.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,tench 1 2 3 4\n")
     with pytest.raises(prep.PrepareError, match="line 2: .*'tench 1 2 3 4'"):
         prep.read_val_labels(labels)
+    labels.write_text("\ufeffImageId,PredictionString\nILSVRC2012_val_00000001,n01440764 1 2 3 4\n")
+    assert prep.read_val_labels(labels) == {"ILSVRC2012_val_00000001": "n01440764"}  # with a BOM
     labels.write_text("ILSVRC2012_val_00000001 n01440764\n")
     with pytest.raises(prep.PrepareError, match="neither a CSV .* nor the devkit"):
         prep.read_val_labels(labels)

@@ -239,7 +239,7 @@ def read_val_labels(path: str | Path) -> dict[str, str]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise PrepareError(f"ground-truth file {path} does not exist; check --val-labels")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         first = f.readline().strip()
     if first.startswith("ImageId"):
         return _read_kaggle_csv(path)
@@ -356,7 +356,7 @@ def _check_complete(files: Mapping[str, Sequence[Path]], where: str) -> None:
 
 def _read_kaggle_csv(path: Path) -> dict[str, str]:
     labels = {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if not {"ImageId", "PredictionString"} <= set(reader.fieldnames or ()):
             raise PrepareError(f"{path}: the header must be ImageId,PredictionString")
