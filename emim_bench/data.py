@@ -232,7 +232,8 @@ _HOW_TO_GET = {
     "fashion_mnist": "put the four idx files (train-images-idx3-ubyte[.gz], ...) there, or "
     "install the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)",
     "imagefolder": "arrange images as <path>/train/<class>/*.jpg and <path>/val/<class>/*.jpg "
-    "(ImageNet-100: the 100-class subset of ImageNet listed in solo-learn's README)",
+    "(ImageNet-100: `emim-bench prepare imagenet100 --source PATH` builds it from an ImageNet "
+    "copy)",
 }
 
 

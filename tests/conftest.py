@@ -1,4 +1,5 @@
-"""Shared fixtures: a small real CIFAR-10 subset and tiny solo-learn method kwargs."""
+"""Shared fixtures: a small real CIFAR-10 subset, the imagenette-mini JPEG folder and tiny
+solo-learn method kwargs."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED_DATA = Path(os.environ.get("EMIM_BENCH_DATA", Path(__file__).parents[2] / "shared" / "data"))
 CIFAR10_NPZ = SHARED_DATA / "cifar10" / "cifar10.npz"
+IMAGENETTE_MINI = SHARED_DATA / "imagenette-mini"
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +33,15 @@ def cifar10_npz_path() -> Path:
     if not CIFAR10_NPZ.is_file():
         pytest.fail(f"real CIFAR-10 is required for these tests; expected {CIFAR10_NPZ}")
     return CIFAR10_NPZ
+
+
+@pytest.fixture(scope="session")
+def imagenette_mini() -> Path:
+    """The shared ImageNet-layout JPEG folder: train/<wnid>/ (100 each) and val/<wnid>/ (30
+    each) for 10 Imagenette classes."""
+    if not (IMAGENETTE_MINI / "train").is_dir():
+        pytest.fail(f"real ImageNet JPEGs are required for these tests; expected {IMAGENETTE_MINI}")
+    return IMAGENETTE_MINI
 
 
 @pytest.fixture(scope="session")

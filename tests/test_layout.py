@@ -104,7 +104,7 @@ def test_help_imports_no_torch_lightning_or_solo_learn():
     code = (
         "from emim_bench.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "for sub in ('pretrain', 'sweep', 'report', 'bench'):\n"
+        "for sub in ('pretrain', 'sweep', 'report', 'bench', 'prepare'):\n"
         "    try:\n        main([sub, '--help'])\n    except SystemExit:\n        pass"
     )
     assert _loaded_after(code) == []
@@ -117,6 +117,14 @@ def test_report_command_imports_no_torch_lightning_or_solo_learn(tmp_path):
     )
     assert _loaded_after(code) == []
     assert (tmp_path / "report.html").is_file()
+
+
+def test_prepare_command_imports_no_torch_lightning_or_solo_learn(tmp_path):
+    code = (
+        "from emim_bench.cli import main\n"
+        f"assert main(['prepare', 'imagenet100', '--source', {str(tmp_path)!r}]) == 2"
+    )
+    assert _loaded_after(code) == []
 
 
 def test_the_run_loads_solo_learn_with_emim_registered():
