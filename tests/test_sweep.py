@@ -16,6 +16,7 @@ import yaml
 from emim_bench.cli import main
 from emim_bench.run import directory as run_directory
 from emim_bench.sweep import file as sweep_file
+from emim_bench.sweep import launch as sweep_launch
 from emim_bench.sweep import plan as sweep_plan
 
 REPO = Path(__file__).parents[1]
@@ -100,6 +101,49 @@ def test_joblib_launcher_runs_the_jobs_in_parallel_processes(tmp_path, capsys, c
     assert "Joblib.Parallel(n_jobs=2" in captured.out + captured.err
 
 
+def test_the_hydra_command_line_gives_the_chosen_launcher_its_own_options(tmp_path):
+    spec = write_sweep(
+        tmp_path / "keyed.yaml",
+        launcher="submitit_slurm",
+        launcher_options={
+            "submitit_slurm": {"partition": "gpu", "timeout_min": 60},
+            "joblib": {"n_jobs": 2},
+        },
+    )
+    sweep = sweep_file.read_sweep(spec)
+    plan_file, hydra_dir = tmp_path / "plan.yaml", tmp_path / ".hydra"
+    head = ["--multirun", "hydra/sweeper=planned", f"hydra.sweeper.plan_file='{plan_file}'"]
+    tail = [
+        f"hydra.sweep.dir='{hydra_dir}'",
+        "hydra.sweep.subdir=${hydra:job.num}",
+        "hydra.job.chdir=false",
+    ]
+
+    def argv(launcher, **kwargs):
+        return sweep_launch.hydra_argv(sweep, launcher, plan_file, hydra_dir, **kwargs)
+
+    slurm = ["hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=60"]
+    assert argv("submitit_slurm") == [*head, "hydra/launcher=submitit_slurm", *slurm, *tail]
+    assert argv("joblib") == [*head, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *tail]
+    assert argv("basic") == [*head, "hydra/launcher=basic", *tail]
+    assert argv("submitit_local") == [*head, "hydra/launcher=submitit_local", *tail]
+
+
+def test_flat_launcher_options_belong_to_the_files_own_launcher(tmp_path, capsys):
+    spec = write_sweep(tmp_path / "flat.yaml", launcher="joblib", launcher_options={"n_jobs": 2})
+    sweep = sweep_file.read_sweep(spec)
+    assert sweep.launcher_options == {"joblib": {"n_jobs": 2}}
+    assert sweep.options_for("joblib") == {"n_jobs": 2} and sweep.options_for("basic") == {}
+
+    assert (
+        main(["sweep", str(spec), f"runs_root={tmp_path}", "--launcher", "basic", "--dry-run"]) == 0
+    )
+    assert capsys.readouterr().err.strip() == (
+        "emim-bench sweep: the file's launcher_options are for joblib; basic runs with its "
+        "defaults (key them by launcher to give it its own)"
+    )
+
+
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     assert (
         main(
@@ -182,6 +226,24 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_np
         ("name: x\ngrid: {method: [emim]}\nlaunchr: basic\n", "unknown keys ['launchr']"),
         ("name: x\ngrid: {method: [emim]}\nnotes: [a]\n", "notes must be text (paragraphs)"),
         ("name: x\ngrid: {method: [emim]}\nlauncher_options: [1]\n", "must be a mapping"),
+        # Options are checked against the launcher's own config when the file is read.
+        (
+            "name: x\ngrid: {method: [emim]}\nlauncher: joblib\n"
+            "launcher_options: {partition: gpu}\n",
+            "launcher joblib has no option 'partition' (it accepts: n_jobs, backend,",
+        ),
+        (
+            "name: x\ngrid: {method: [emim]}\nlauncher_options: {submitit_local: {partition: a}}\n",
+            "launcher submitit_local has no option 'partition'",
+        ),
+        (
+            "name: x\ngrid: {method: [emim]}\nlauncher_options: {joblib: {n_jobs: 2}, n_jobs: 2}\n",
+            "launcher_options mixes launchers (joblib) with options (n_jobs)",
+        ),
+        (
+            "name: x\ngrid: {method: [emim]}\nlauncher_options: {joblib: 2}\n",
+            "launcher_options.joblib must be a mapping of options",
+        ),
         ("name: ../x\ngrid: {method: [emim]}\n", "name must be a plain folder name"),
         ("name: x\ngrid: {seed: [0, 1, 0]}\n", "grid.seed lists a value twice"),
         ("name: x\nselection: yes please\ngrid: {seed: [100]}\n", "selection must be true"),

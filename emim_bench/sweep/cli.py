@@ -8,7 +8,8 @@ from pathlib import Path
 
 from emim_bench import config
 from emim_bench.run.directory import FAILED_FILE
-from emim_bench.sweep.file import LAUNCHERS, Sweep, SweepError, load_sweep
+from emim_bench.sweep.file import Sweep, SweepError, load_sweep
+from emim_bench.sweep.launchers import LAUNCHERS
 from emim_bench.sweep.plan import PlannedRun, format_plan, plan, summary_line
 
 
@@ -41,6 +42,7 @@ def _sweep_command(args) -> int:
 
     try:
         sweep = load_sweep(args.file)
+        launcher = args.launcher or sweep.launcher
         runs = plan(sweep, args.overrides)
         first = config.load(runs[0].overrides)
         data.check_available(first.data, data.data_root(first.data_root))
@@ -48,9 +50,19 @@ def _sweep_command(args) -> int:
         print(f"emim-bench sweep: error: {error}", file=sys.stderr)
         return 2
     print(format_plan(sweep, runs))
+    if (
+        launcher != sweep.launcher
+        and not sweep.options_for(launcher)
+        and sweep.options_for(sweep.launcher)
+    ):
+        print(
+            f"emim-bench sweep: the file's launcher_options are for {sweep.launcher}; "
+            f"{launcher} runs with its defaults (key them by launcher to give it its own)",
+            file=sys.stderr,
+        )
     if args.dry_run:
         return 0
-    launch(sweep, [r for r in runs if r.state not in ("done", "running")], args.launcher)
+    launch(sweep, [r for r in runs if r.state not in ("done", "running")], launcher)
     runs = plan(sweep, args.overrides)
     for run in runs:
         if run.state == "failed":

@@ -8,6 +8,7 @@ composes each job's config from its overrides, and the job runs it.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig
@@ -26,6 +27,10 @@ def launch(sweep: Sweep, runs: list[PlannedRun], launcher: str | None = None) ->
     Writes ``<runs dir>/.hydra/plan.yaml`` (the jobs' overrides) and Hydra's own job
     folders beside it. Each job runs :func:`run_job` on its composed config; a run that
     fails writes its ``failed.json`` and the sweep goes on.
+
+    Args:
+        launcher: a launcher of :data:`~emim_bench.sweep.launchers.LAUNCHERS` instead of the
+            file's; the file's ``launcher_options`` for it apply.
     """
     if not runs:
         return
@@ -36,21 +41,7 @@ def launch(sweep: Sweep, runs: list[PlannedRun], launcher: str | None = None) ->
     hydra_dir.mkdir(parents=True, exist_ok=True)
     plan_file = hydra_dir / PLAN_FILE
     plan_file.write_text(yaml.safe_dump({"jobs": [list(r.overrides) for r in runs]}))
-    options = [
-        f"hydra.launcher.{k}={override_value(v)}"
-        for k, v in sweep.launcher_options.items()
-        if launcher == sweep.launcher
-    ]
-    argv = [
-        "--multirun",
-        "hydra/sweeper=planned",
-        f"hydra.sweeper.plan_file={_quote(str(plan_file.resolve()))}",
-        f"hydra/launcher={launcher}",
-        *options,
-        f"hydra.sweep.dir={_quote(str(hydra_dir))}",
-        "hydra.sweep.subdir=${hydra:job.num}",
-        "hydra.job.chdir=false",
-    ]
+    argv = hydra_argv(sweep, launcher, plan_file, hydra_dir)
 
     @hydra.main(
         config_path=str(config.CONFIG_DIR), config_name=config.CONFIG_NAME, version_base="1.3"
@@ -63,6 +54,24 @@ def launch(sweep: Sweep, runs: list[PlannedRun], launcher: str | None = None) ->
         app()
     finally:
         sys.argv = saved
+
+
+def hydra_argv(sweep: Sweep, launcher: str, plan_file: Path, hydra_dir: Path) -> list[str]:
+    """The Hydra command line of a sweep's multirun; the launcher gets the sweep file's
+    options for it (:meth:`Sweep.options_for`)."""
+    options = [
+        f"hydra.launcher.{k}={override_value(v)}" for k, v in sweep.options_for(launcher).items()
+    ]
+    return [
+        "--multirun",
+        "hydra/sweeper=planned",
+        f"hydra.sweeper.plan_file={_quote(str(Path(plan_file).resolve()))}",
+        f"hydra/launcher={launcher}",
+        *options,
+        f"hydra.sweep.dir={_quote(str(hydra_dir))}",
+        "hydra.sweep.subdir=${hydra:job.num}",
+        "hydra.job.chdir=false",
+    ]
 
 
 def run_job(cfg: DictConfig) -> int:
