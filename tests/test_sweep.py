@@ -15,6 +15,7 @@ import yaml
 
 from emim_bench.cli import main
 from emim_bench.run import directory as run_directory
+from emim_bench.sweep import devices as sweep_devices
 from emim_bench.sweep import file as sweep_file
 from emim_bench.sweep import launch as sweep_launch
 from emim_bench.sweep import plan as sweep_plan
@@ -99,6 +100,59 @@ def test_joblib_launcher_runs_the_jobs_in_parallel_processes(tmp_path, capsys, c
     captured = capsys.readouterr()
     assert "sweep parallel: 2 runs: 2 done" in captured.out
     assert "Joblib.Parallel(n_jobs=2" in captured.out + captured.err
+    job_logs = [p.read_text() for p in (tmp_path / "runs" / "parallel" / ".hydra").glob("*/*.log")]
+    assert len(job_logs) == 2 and not any("CUDA_VISIBLE_DEVICES" in log for log in job_logs)
+
+
+def test_joblib_jobs_training_on_one_gpu_each_see_the_gpu_of_their_job_number(
+    tmp_path, cifar10_npz_path
+):
+    spec = write_sweep(
+        tmp_path / "gpus.yaml",
+        name="gpus",
+        grid={"trainer": ["gpu"], "seed": [0, 1]},
+        launcher="joblib",
+        launcher_options={"n_jobs": 2},
+    )
+    sweep = sweep_file.load_sweep(spec)
+    runs = sweep_plan.plan(sweep, [f"runs_root={tmp_path}"])
+
+    sweep_launch.launch(sweep, runs, gpus=("3", "5"))  # as if CUDA_VISIBLE_DEVICES=3,5
+
+    hydra_dir = tmp_path / "gpus" / ".hydra"
+    for num, gpu in enumerate(["3", "5"]):
+        (log,) = (hydra_dir / str(num)).glob("*.log")  # Hydra's log of job <num>
+        assert f"job {num}: CUDA_VISIBLE_DEVICES={gpu}" in log.read_text()
+
+
+def test_job_numbers_take_the_visible_gpus_in_turn():
+    assert [sweep_devices.device_for_job(n, ("3", "5")) for n in range(5)] == [
+        "3",
+        "5",
+        "3",
+        "5",
+        "3",
+    ]
+    assert sweep_devices.device_for_job(4, ("GPU-8f2c",)) == "GPU-8f2c"  # UUIDs as given
+    with pytest.raises(ValueError, match="list of visible GPUs is empty"):
+        sweep_devices.device_for_job(0, ())
+
+
+def test_the_visible_gpus_are_those_cuda_visible_devices_names(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5,GPU-8f2c")
+    assert sweep_devices.visible_gpus() == ("3", "5", "GPU-8f2c")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert sweep_devices.visible_gpus() == ()
+
+
+def test_a_worker_process_keeps_the_gpu_of_its_first_job(monkeypatch):
+    monkeypatch.setattr(sweep_devices, "_pinned", None)  # a fresh worker
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert sweep_devices.pin_job_gpu(1, ("3", "5")) == "5"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    # its next job (number 2 would be "3") stays on "5": CUDA read the variable already
+    assert sweep_devices.pin_job_gpu(2, ("3", "5")) == "5"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
 
 
 def test_the_hydra_command_line_gives_the_chosen_launcher_its_own_options(tmp_path):
@@ -127,6 +181,16 @@ def test_the_hydra_command_line_gives_the_chosen_launcher_its_own_options(tmp_pa
     assert argv("joblib") == [*head, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *tail]
     assert argv("basic") == [*head, "hydra/launcher=basic", *tail]
     assert argv("submitit_local") == [*head, "hydra/launcher=submitit_local", *tail]
+    # joblib's jobs are told the GPUs to take in turn; other launchers' jobs are not
+    gpus = "++hydra.job.env_set.EMIM_BENCH_SWEEP_GPUS='3,5'"
+    assert argv("joblib", gpus=("3", "5")) == [
+        *head,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        gpus,
+        *tail,
+    ]
+    assert gpus not in argv("basic", gpus=("3", "5"))
 
 
 def test_flat_launcher_options_belong_to_the_files_own_launcher(tmp_path, capsys):

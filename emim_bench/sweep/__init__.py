@@ -20,6 +20,6 @@ sweep again skips what is done and resumes what is partial. Only runs that
 are not done are handed to the launcher, one Hydra job each.
 
 Modules, lowest first: :mod:`.launchers` (the launchers and their options), :mod:`.file`
-(the sweep file), :mod:`.plan` (its runs and their states), :mod:`.launch` (Hydra) and
-:mod:`.cli`.
+(the sweep file), :mod:`.plan` (its runs and their states), :mod:`.devices` (a GPU per
+joblib job), :mod:`.launch` (Hydra) and :mod:`.cli`.
 """
