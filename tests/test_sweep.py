@@ -181,6 +181,12 @@ def test_the_hydra_command_line_gives_the_chosen_launcher_its_own_options(tmp_pa
     assert argv("joblib") == [*head, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *tail]
     assert argv("basic") == [*head, "hydra/launcher=basic", *tail]
     assert argv("submitit_local") == [*head, "hydra/launcher=submitit_local", *tail]
+    assert argv("submitit_slurm", wait=False) == [
+        *head,
+        "hydra/launcher=submitit_slurm_nowait",
+        *slurm,
+        *tail,
+    ]
     # joblib's jobs are told the GPUs to take in turn; other launchers' jobs are not
     gpus = "++hydra.job.env_set.EMIM_BENCH_SWEEP_GPUS='3,5'"
     assert argv("joblib", gpus=("3", "5")) == [
@@ -191,6 +197,8 @@ def test_the_hydra_command_line_gives_the_chosen_launcher_its_own_options(tmp_pa
         *tail,
     ]
     assert gpus not in argv("basic", gpus=("3", "5"))
+    with pytest.raises(ValueError, match="--no-wait needs a launcher whose jobs outlive"):
+        argv("joblib", wait=False)
 
 
 def test_flat_launcher_options_belong_to_the_files_own_launcher(tmp_path, capsys):
@@ -206,6 +214,20 @@ def test_flat_launcher_options_belong_to_the_files_own_launcher(tmp_path, capsys
         "emim-bench sweep: the file's launcher_options are for joblib; basic runs with its "
         "defaults (key them by launcher to give it its own)"
     )
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_no_wait_with_a_launcher_that_runs_the_jobs_itself_is_one_line(launcher, tmp_path, capsys):
+    smoke = str(REPO / "sweeps" / "smoke.yaml")
+    code = main(["sweep", smoke, f"runs_root={tmp_path}", "--launcher", launcher, "--no-wait"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "emim-bench sweep: error: --no-wait needs a launcher whose jobs outlive this command "
+        f"(submitit_slurm, submitit_local); {launcher} runs them inside it: run the sweep under "
+        "tmux or nohup instead\n"
+    )
+    assert not (tmp_path / "smoke").exists()
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):

@@ -19,6 +19,7 @@ from emim_bench import config
 from emim_bench.run.cli import single_run_command
 from emim_bench.sweep.devices import SWEEP_GPUS_ENV, pin_job_gpu, sweep_gpus, visible_gpus
 from emim_bench.sweep.file import Sweep, override_value
+from emim_bench.sweep.launchers import nowait_variant
 from emim_bench.sweep.plan import PlannedRun
 
 PLAN_FILE = "plan.yaml"
@@ -30,6 +31,7 @@ def launch(
     sweep: Sweep,
     runs: list[PlannedRun],
     launcher: str | None = None,
+    wait: bool = True,
     gpus: Sequence[str] | None = None,
 ) -> None:
     """Hand the runs to Hydra's multirun with the sweep's launcher plugin, one job per run.
@@ -41,7 +43,11 @@ def launch(
     Args:
         launcher: a launcher of :data:`~emim_bench.sweep.launchers.LAUNCHERS` instead of the
             file's; the file's ``launcher_options`` for it apply.
+        wait: False submits the jobs and returns (submitit launchers only).
         gpus: the GPUs joblib's jobs are spread over (default :func:`visible_gpus`).
+
+    Raises:
+        LauncherOptionError: as :func:`hydra_argv`.
     """
     if not runs:
         return
@@ -54,7 +60,7 @@ def launch(
     hydra_dir.mkdir(parents=True, exist_ok=True)
     plan_file = hydra_dir / PLAN_FILE
     plan_file.write_text(yaml.safe_dump({"jobs": [list(r.overrides) for r in runs]}))
-    argv = hydra_argv(sweep, launcher, plan_file, hydra_dir, gpus)
+    argv = hydra_argv(sweep, launcher, plan_file, hydra_dir, wait, gpus)
 
     @hydra.main(
         config_path=str(config.CONFIG_DIR), config_name=config.CONFIG_NAME, version_base="1.3"
@@ -74,13 +80,18 @@ def hydra_argv(
     launcher: str,
     plan_file: Path,
     hydra_dir: Path,
+    wait: bool = True,
     gpus: Sequence[str] = (),
 ) -> list[str]:
     """The Hydra command line of a sweep's multirun.
 
-    The launcher gets the sweep file's options for it (:meth:`Sweep.options_for`). Under
-    joblib with ``gpus``, the jobs are told the GPUs in ``hydra.job.env_set`` (see
-    :func:`run_job`).
+    The launcher gets the sweep file's options for it (:meth:`Sweep.options_for`).
+    ``wait=False`` selects the launcher's ``_nowait`` variant. Under joblib with ``gpus``,
+    the jobs are told the GPUs in ``hydra.job.env_set`` (see :func:`run_job`).
+
+    Raises:
+        LauncherOptionError: ``wait=False`` with a launcher that runs the jobs in this
+            process (basic, joblib).
     """
     options = [
         f"hydra.launcher.{k}={override_value(v)}" for k, v in sweep.options_for(launcher).items()
@@ -92,7 +103,7 @@ def hydra_argv(
         "--multirun",
         "hydra/sweeper=planned",
         f"hydra.sweeper.plan_file={_quote(str(Path(plan_file).resolve()))}",
-        f"hydra/launcher={launcher}",
+        f"hydra/launcher={launcher if wait else nowait_variant(launcher)}",
         *options,
         *env,
         f"hydra.sweep.dir={_quote(str(hydra_dir))}",

@@ -27,6 +27,9 @@ _CONFIGS = {
     "submitit_local": "hydra_plugins.hydra_submitit_launcher.config:LocalQueueConf",
 }
 LAUNCHERS = tuple(_CONFIGS)
+# Launchers whose jobs outlive the command that submits them (see hydra_plugins'
+# emim_bench_sweeper.nowait_launcher); basic and joblib run the jobs inside it.
+DETACHABLE = ("submitit_slurm", "submitit_local")
 
 
 class LauncherOptionError(ValueError):
@@ -42,6 +45,21 @@ def accepted_options(launcher: str) -> list[str]:
     module, name = _CONFIGS[launcher].split(":")
     fields = dataclasses.fields(getattr(importlib.import_module(module), name))
     return [f.name for f in fields if f.name != "_target_"]
+
+
+def nowait_variant(launcher: str) -> str:
+    """The Hydra launcher config that submits ``launcher``'s jobs without waiting for them.
+
+    Raises:
+        LauncherOptionError: ``launcher`` runs its jobs inside the command (basic, joblib).
+    """
+    if launcher not in DETACHABLE:
+        raise LauncherOptionError(
+            f"--no-wait needs a launcher whose jobs outlive this command "
+            f"({', '.join(DETACHABLE)}); {launcher} runs them inside it: run the sweep "
+            "under tmux or nohup instead"
+        )
+    return f"{launcher}_nowait"
 
 
 def options_by_launcher(raw: dict, own_launcher: str) -> dict[str, dict]:
