@@ -15,7 +15,9 @@ import yaml
 
 from emim_bench.cli import main
 from emim_bench.run import directory as run_directory
+from emim_bench.sweep import devices as sweep_devices
 from emim_bench.sweep import file as sweep_file
+from emim_bench.sweep import launch as sweep_launch
 from emim_bench.sweep import plan as sweep_plan
 
 REPO = Path(__file__).parents[1]
@@ -98,6 +100,134 @@ def test_joblib_launcher_runs_the_jobs_in_parallel_processes(tmp_path, capsys, c
     captured = capsys.readouterr()
     assert "sweep parallel: 2 runs: 2 done" in captured.out
     assert "Joblib.Parallel(n_jobs=2" in captured.out + captured.err
+    job_logs = [p.read_text() for p in (tmp_path / "runs" / "parallel" / ".hydra").glob("*/*.log")]
+    assert len(job_logs) == 2 and not any("CUDA_VISIBLE_DEVICES" in log for log in job_logs)
+
+
+def test_joblib_jobs_training_on_one_gpu_each_see_the_gpu_of_their_job_number(
+    tmp_path, cifar10_npz_path
+):
+    spec = write_sweep(
+        tmp_path / "gpus.yaml",
+        name="gpus",
+        grid={"trainer": ["gpu"], "seed": [0, 1]},
+        launcher="joblib",
+        launcher_options={"n_jobs": 2},
+    )
+    sweep = sweep_file.load_sweep(spec)
+    runs = sweep_plan.plan(sweep, [f"runs_root={tmp_path}"])
+
+    sweep_launch.launch(sweep, runs, gpus=("3", "5"))  # as if CUDA_VISIBLE_DEVICES=3,5
+
+    hydra_dir = tmp_path / "gpus" / ".hydra"
+    for num, gpu in enumerate(["3", "5"]):
+        (log,) = (hydra_dir / str(num)).glob("*.log")  # Hydra's log of job <num>
+        assert f"job {num}: CUDA_VISIBLE_DEVICES={gpu}" in log.read_text()
+
+
+def test_job_numbers_take_the_visible_gpus_in_turn():
+    assert [sweep_devices.device_for_job(n, ("3", "5")) for n in range(5)] == [
+        "3",
+        "5",
+        "3",
+        "5",
+        "3",
+    ]
+    assert sweep_devices.device_for_job(4, ("GPU-8f2c",)) == "GPU-8f2c"  # UUIDs as given
+    with pytest.raises(ValueError, match="list of visible GPUs is empty"):
+        sweep_devices.device_for_job(0, ())
+
+
+def test_the_visible_gpus_are_those_cuda_visible_devices_names(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5,GPU-8f2c")
+    assert sweep_devices.visible_gpus() == ("3", "5", "GPU-8f2c")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert sweep_devices.visible_gpus() == ()
+
+
+def test_a_worker_process_keeps_the_gpu_of_its_first_job(monkeypatch):
+    monkeypatch.setattr(sweep_devices, "_pinned", None)  # a fresh worker
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert sweep_devices.pin_job_gpu(1, ("3", "5")) == "5"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    # its next job (number 2 would be "3") stays on "5": CUDA read the variable already
+    assert sweep_devices.pin_job_gpu(2, ("3", "5")) == "5"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+
+
+def test_the_hydra_command_line_gives_the_chosen_launcher_its_own_options(tmp_path):
+    spec = write_sweep(
+        tmp_path / "keyed.yaml",
+        launcher="submitit_slurm",
+        launcher_options={
+            "submitit_slurm": {"partition": "gpu", "timeout_min": 60},
+            "joblib": {"n_jobs": 2},
+        },
+    )
+    sweep = sweep_file.read_sweep(spec)
+    plan_file, hydra_dir = tmp_path / "plan.yaml", tmp_path / ".hydra"
+    head = ["--multirun", "hydra/sweeper=planned", f"hydra.sweeper.plan_file='{plan_file}'"]
+    tail = [
+        f"hydra.sweep.dir='{hydra_dir}'",
+        "hydra.sweep.subdir=${hydra:job.num}",
+        "hydra.job.chdir=false",
+    ]
+
+    def argv(launcher, **kwargs):
+        return sweep_launch.hydra_argv(sweep, launcher, plan_file, hydra_dir, **kwargs)
+
+    slurm = ["hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=60"]
+    assert argv("submitit_slurm") == [*head, "hydra/launcher=submitit_slurm", *slurm, *tail]
+    assert argv("joblib") == [*head, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *tail]
+    assert argv("basic") == [*head, "hydra/launcher=basic", *tail]
+    assert argv("submitit_local") == [*head, "hydra/launcher=submitit_local", *tail]
+    assert argv("submitit_slurm", wait=False) == [
+        *head,
+        "hydra/launcher=submitit_slurm_nowait",
+        *slurm,
+        *tail,
+    ]
+    # joblib's jobs are told the GPUs to take in turn; other launchers' jobs are not
+    gpus = "++hydra.job.env_set.EMIM_BENCH_SWEEP_GPUS='3,5'"
+    assert argv("joblib", gpus=("3", "5")) == [
+        *head,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        gpus,
+        *tail,
+    ]
+    assert gpus not in argv("basic", gpus=("3", "5"))
+    with pytest.raises(ValueError, match="--no-wait needs a launcher whose jobs outlive"):
+        argv("joblib", wait=False)
+
+
+def test_flat_launcher_options_belong_to_the_files_own_launcher(tmp_path, capsys):
+    spec = write_sweep(tmp_path / "flat.yaml", launcher="joblib", launcher_options={"n_jobs": 2})
+    sweep = sweep_file.read_sweep(spec)
+    assert sweep.launcher_options == {"joblib": {"n_jobs": 2}}
+    assert sweep.options_for("joblib") == {"n_jobs": 2} and sweep.options_for("basic") == {}
+
+    assert (
+        main(["sweep", str(spec), f"runs_root={tmp_path}", "--launcher", "basic", "--dry-run"]) == 0
+    )
+    assert capsys.readouterr().err.strip() == (
+        "emim-bench sweep: the file's launcher_options are for joblib; basic runs with its "
+        "defaults (key them by launcher to give it its own)"
+    )
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_no_wait_with_a_launcher_that_runs_the_jobs_itself_is_one_line(launcher, tmp_path, capsys):
+    smoke = str(REPO / "sweeps" / "smoke.yaml")
+    code = main(["sweep", smoke, f"runs_root={tmp_path}", "--launcher", launcher, "--no-wait"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "emim-bench sweep: error: --no-wait needs a launcher whose jobs outlive this command "
+        f"(submitit_slurm, submitit_local); {launcher} runs them inside it: run the sweep under "
+        "tmux or nohup instead\n"
+    )
+    assert not (tmp_path / "smoke").exists()
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
@@ -182,6 +312,24 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, cifar10_np
         ("name: x\ngrid: {method: [emim]}\nlaunchr: basic\n", "unknown keys ['launchr']"),
         ("name: x\ngrid: {method: [emim]}\nnotes: [a]\n", "notes must be text (paragraphs)"),
         ("name: x\ngrid: {method: [emim]}\nlauncher_options: [1]\n", "must be a mapping"),
+        # Options are checked against the launcher's own config when the file is read.
+        (
+            "name: x\ngrid: {method: [emim]}\nlauncher: joblib\n"
+            "launcher_options: {partition: gpu}\n",
+            "launcher joblib has no option 'partition' (it accepts: n_jobs, backend,",
+        ),
+        (
+            "name: x\ngrid: {method: [emim]}\nlauncher_options: {submitit_local: {partition: a}}\n",
+            "launcher submitit_local has no option 'partition'",
+        ),
+        (
+            "name: x\ngrid: {method: [emim]}\nlauncher_options: {joblib: {n_jobs: 2}, n_jobs: 2}\n",
+            "launcher_options mixes launchers (joblib) with options (n_jobs)",
+        ),
+        (
+            "name: x\ngrid: {method: [emim]}\nlauncher_options: {joblib: 2}\n",
+            "launcher_options.joblib must be a mapping of options",
+        ),
         ("name: ../x\ngrid: {method: [emim]}\n", "name must be a plain folder name"),
         ("name: x\ngrid: {seed: [0, 1, 0]}\n", "grid.seed lists a value twice"),
         ("name: x\nselection: yes please\ngrid: {seed: [100]}\n", "selection must be true"),

@@ -8,7 +8,9 @@ A sweep file (``sweeps/NAME.yaml``)::
       method: [emim, simclr]
       seed: [0, 1]
     launcher: basic        # basic (sequential) | joblib (local parallel) | submitit_slurm
-    launcher_options: {}   # {n_jobs: 2} or {partition: gpu, gpus_per_node: 1, timeout_min: 600}
+    launcher_options:      # per launcher (or flat: the options of `launcher`)
+      joblib: {n_jobs: 2}
+      submitit_slurm: {partition: gpu, gpus_per_node: 1, timeout_min: 600}
     notes: |               # optional paragraphs, printed in the report under "Sweep notes"
       Why a method sits where it does, what was measured before choosing a setting.
 
@@ -17,6 +19,7 @@ state (done, failed, partial, to do) follow from its config alone: running a
 sweep again skips what is done and resumes what is partial. Only runs that
 are not done are handed to the launcher, one Hydra job each.
 
-Modules, lowest first: :mod:`.file` (the sweep file), :mod:`.plan` (its runs and their
-states), :mod:`.launch` (Hydra) and :mod:`.cli`.
+Modules, lowest first: :mod:`.launchers` (the launchers and their options), :mod:`.file`
+(the sweep file), :mod:`.plan` (its runs and their states), :mod:`.devices` (a GPU per
+joblib job), :mod:`.launch` (Hydra) and :mod:`.cli`.
 """

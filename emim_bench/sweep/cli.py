@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from emim_bench import config
-from emim_bench.run.directory import FAILED_FILE
-from emim_bench.sweep.file import LAUNCHERS, Sweep, SweepError, load_sweep
+from emim_bench.run.directory import FAILED_FILE, write_text_atomic
+from emim_bench.sweep.file import Sweep, SweepError, load_sweep
+from emim_bench.sweep.launchers import (
+    DETACHABLE,
+    LAUNCHERS,
+    LauncherOptionError,
+    nowait_variant,
+)
 from emim_bench.sweep.plan import PlannedRun, format_plan, plan, summary_line
+
+RUN_IDS_FILE = "run_ids.txt"  # beside plan.yaml: every run of the plan, for a later report
 
 
 def register(subparsers) -> None:
@@ -29,6 +38,12 @@ def register(subparsers) -> None:
         "--report-dir", type=Path, help="where the report goes (default: reports/<sweep name>)"
     )
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help=f"submit the runs and return ({', '.join(DETACHABLE)}); report later with "
+        "`emim-bench report`",
+    )
     parser.set_defaults(
         handler=_sweep_command,
         accepts_extra=lambda extra: all("=" in x and not x.startswith("-") for x in extra),
@@ -41,16 +56,38 @@ def _sweep_command(args) -> int:
 
     try:
         sweep = load_sweep(args.file)
+        launcher = args.launcher or sweep.launcher
+        if args.no_wait:
+            nowait_variant(launcher)
         runs = plan(sweep, args.overrides)
         first = config.load(runs[0].overrides)
         data.check_available(first.data, data.data_root(first.data_root))
-    except (SweepError, config.ConfigError, data.DatasetNotFoundError) as error:
+    except (
+        SweepError,
+        LauncherOptionError,
+        config.ConfigError,
+        data.DatasetNotFoundError,
+    ) as error:
         print(f"emim-bench sweep: error: {error}", file=sys.stderr)
         return 2
     print(format_plan(sweep, runs))
+    if (
+        launcher != sweep.launcher
+        and not sweep.options_for(launcher)
+        and sweep.options_for(sweep.launcher)
+    ):
+        print(
+            f"emim-bench sweep: the file's launcher_options are for {sweep.launcher}; "
+            f"{launcher} runs with its defaults (key them by launcher to give it its own)",
+            file=sys.stderr,
+        )
     if args.dry_run:
         return 0
-    launch(sweep, [r for r in runs if r.state not in ("done", "running")], args.launcher)
+    to_launch = [r for r in runs if r.state not in ("done", "running")]
+    launch(sweep, to_launch, launcher, wait=not args.no_wait)
+    if args.no_wait:
+        _print_detached(sweep, runs, len(to_launch), args)
+        return 0
     runs = plan(sweep, args.overrides)
     for run in runs:
         if run.state == "failed":
@@ -63,6 +100,21 @@ def _sweep_command(args) -> int:
         _write_report(sweep, runs, args)
     print(summary_line(sweep, runs))
     return 0 if all(r.state == "done" for r in runs) else 1
+
+
+def _print_detached(sweep: Sweep, runs: list[PlannedRun], submitted: int, args) -> None:
+    """After ``--no-wait``: write the plan's run ids and say how to follow and report."""
+    runs_dir = runs[0].run_dir.parent
+    ids_file = runs_dir / ".hydra" / RUN_IDS_FILE
+    ids_file.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(ids_file, "".join(f"{r.run_id}\n" for r in runs))
+    sweep_command = ["emim-bench", "sweep", str(args.file), *args.overrides]
+    out = args.report_dir or Path("reports") / sweep.name
+    report = ["emim-bench", "report", str(runs_dir), "-o", str(out), "--sweep", str(args.file)]
+    report += ["--expected", str(ids_file), "--command", shlex.join(sweep_command)]
+    print(f"sweep {sweep.name}: submitted {submitted} runs, not waiting for them")
+    print(f"their states: {shlex.join([*sweep_command, '--dry-run'])}")
+    print(f"the report, once they are done: {shlex.join(report)}")
 
 
 def _write_report(sweep: Sweep, runs: list[PlannedRun], args) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 from emim_bench import config
+from emim_bench.sweep.launchers import LAUNCHERS, LauncherOptionError, options_by_launcher
 
-LAUNCHERS = ("basic", "joblib", "submitit_slurm", "submitit_local")  # Hydra launcher plugins
 # Seeds from here on are kept for selection sweeps, so that no setting is chosen with a seed
 # a report then shows.
 SELECTION_SEEDS_FROM = 100
@@ -28,10 +28,14 @@ class Sweep:
     overrides: list[str]
     grids: list[dict[str, list]]  # a grid, or several whose runs are pooled
     launcher: str = "basic"
-    launcher_options: dict = field(default_factory=dict)
+    launcher_options: dict[str, dict] = field(default_factory=dict)  # {launcher: {option: value}}
     notes: str = ""
     selection: bool = False
     path: Path | None = None
+
+    def options_for(self, launcher: str) -> dict:
+        """The file's ``launcher_options`` for ``launcher`` ({} when it gives none)."""
+        return dict(self.launcher_options.get(launcher, {}))
 
 
 def read_sweep(path: str | Path) -> Sweep:
@@ -39,7 +43,8 @@ def read_sweep(path: str | Path) -> Sweep:
 
     Raises:
         SweepError: missing file, malformed YAML, missing or mistyped keys, unknown
-            launcher.
+            launcher, launcher options a launcher does not accept
+            (:func:`~emim_bench.sweep.launchers.options_by_launcher`).
     """
     path = Path(path)
     if not path.is_file():
@@ -82,12 +87,16 @@ def read_sweep(path: str | Path) -> Sweep:
     launcher = raw.get("launcher", "basic")
     if launcher not in LAUNCHERS:
         raise SweepError(f"{path}: unknown launcher {launcher!r}; choose one of {list(LAUNCHERS)}")
+    try:
+        launcher_options = options_by_launcher(raw.get("launcher_options") or {}, launcher)
+    except LauncherOptionError as error:
+        raise SweepError(f"{path}: {error}") from None
     sweep = Sweep(
         name=str(name),
         overrides=[str(o) for o in overrides],
         grids=[{str(k): list(v) for k, v in grid.items()} for grid in grids],
         launcher=launcher,
-        launcher_options=dict(raw.get("launcher_options") or {}),
+        launcher_options=launcher_options,
         notes=notes.strip(),
         selection=raw.get("selection", False),
         path=path,
