@@ -66,9 +66,11 @@ def test_results_fields_win_over_the_config_and_a_val_split_is_kept(tmp_path):
     run = make_run(tmp_path, "emim", 0, 40.0)
     results = json.loads((run / "results.json").read_text())
     results.update(seed=7, epochs=5, batch_size=128, eval_split="val")
+    results.update(method="simclr", dataset="stl10", backbone="resnet50")
     (run / "results.json").write_text(json.dumps(results))
     row = _rows(tmp_path).loc[run.name]
     assert (row.seed, row.epochs, row.batch_size, row.eval_split) == (7, 5, 128, "val")
+    assert (row.method, row.dataset, row.backbone) == ("simclr", "stl10", "resnet50")
 
 
 def test_unreadable_results_is_a_failure_that_says_why(tmp_path):
@@ -222,11 +224,15 @@ def test_variant_labels_order_short_names_first_and_mark_unset_keys():
 
 
 def test_curves_are_stacked_with_the_run_they_come_from(tmp_path):
-    make_run(tmp_path, "emim", 0, 40.0, epochs=2)
+    make_run(tmp_path, "emim", 0, 40.0, epochs=2, curve=False)  # listed first, no curve
+    unreadable = make_run(tmp_path, "emim", 1, 40.0, epochs=2)
+    (unreadable / "curve.csv").write_text("step,wall_s\n1,2.0\n")  # no epoch column
+    make_run(tmp_path, "emim", 2, 40.0, epochs=2)
     make_run(tmp_path, "random", 0, 20.0)  # no curve
     runs = collect.collect_runs(tmp_path)
     curves = collect.collect_curves(runs)
     assert list(curves.columns[:5]) == ["run_id", "method", "seed", "setting", "status"]
+    assert set(curves["seed"]) == {2}  # only the readable curve
     # one row per epoch: the row written after a resume replaces the first one
     assert curves["epoch"].tolist() == [1, 2] and set(curves["method"]) == {"emim"}
     assert curves["knn_acc1"].tolist() == [37.0, 40.0]
@@ -245,3 +251,26 @@ def test_done_runs_keeps_only_finished_ones(tmp_path):
     make_run(tmp_path, "emim", 0, 40.0)
     make_run(tmp_path, "emim", 1, status="partial")
     assert collect.done_runs(collect.collect_runs(tmp_path))["seed"].tolist() == [0]
+
+
+def test_a_run_directory_of_another_name_is_read_from_its_config(tmp_path):
+    run = make_run(tmp_path, "byol", 4, status="partial", dataset="stl10", backbone="resnet50")
+    renamed = run.rename(tmp_path / "my_run")
+    row = _rows(tmp_path).loc["my_run"]
+    assert (row.method, row.dataset, row.backbone, row.seed) == ("byol", "stl10", "resnet50", 4)
+    assert row.path == str(renamed)
+
+
+def test_a_curve_of_only_its_header_is_no_epoch_yet(tmp_path):
+    run = make_run(tmp_path, "emim", 0, status="partial")
+    (run / "curve.csv").write_text("epoch,step,wall_s,train_loss,knn_acc1\n")
+    row = _rows(tmp_path).loc[run.name]
+    assert row.curve_epochs == 0 and math.isnan(row.curve_wall_s)
+    assert row.detail == "checkpoint without results (interrupted); curve reaches epoch 0 of 3"
+
+
+def test_each_lightning_log_version_is_one_start_of_the_run(tmp_path):
+    run = make_run(tmp_path, "emim", 0, 40.0)
+    for version in ("version_0", "version_1", "other"):
+        (run / "logs" / version).mkdir(parents=True)
+    assert _rows(tmp_path).loc[run.name, "starts"] == 2

@@ -15,7 +15,11 @@ from emim_bench.report.labels import (
 
 @pytest.mark.parametrize(
     ("group", "base"),
-    [("emim D=64 eps=1e-2", "emim"), ("random", "random"), ("barlow_twins lr=4e-3", "barlow_twins")],
+    [
+        ("emim D=64 eps=1e-2", "emim"),
+        ("random", "random"),
+        ("barlow_twins lr=4e-3", "barlow_twins"),
+    ],
 )
 def test_base_method_is_the_registry_name_before_the_settings(group, base):
     assert base_method(group) == base

@@ -10,6 +10,7 @@ import base64
 import json
 import math
 import os
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -429,6 +430,10 @@ def test_runs_the_sweep_no_longer_plans_are_stale_and_left_out(sweep, tmp_path):
         (0.0015, "0.0015"),
         (3e-4, "3e-4"),
         (128, "128"),
+        (5000, "5000"),
+        (1e-5, "1e-5"),
+        (1e6, "1e6"),
+        (2.5e-5, "2.5e-05"),
         (1.0, "1"),
         (True, "True"),
         ("vicreg", "vicreg"),
@@ -532,8 +537,19 @@ def test_a_baseline_without_a_seed_is_listed_with_nothing_to_pair():
             "knn_acc1_k20": [40.0, 42.0, 39.0],
         }
     )
-    (row,) = report_stats.paired_differences(df, "knn_acc1_k20").itertuples()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" in the report's output
+        (row,) = report_stats.paired_differences(df, "knn_acc1_k20").itertuples()
     assert (row.baseline, row.n_pairs, row.note) == ("simclr", 0, "no seed finished by both")
+    assert math.isnan(row.reference_mean) and math.isnan(row.baseline_mean)
+    assert math.isnan(row.t) and math.isnan(row.p_value)
+
+
+def test_a_sweep_without_a_finished_run_has_an_empty_summary_with_its_key_columns():
+    df = pd.DataFrame({"status": ["failed"], "setting": ["s"], "method": ["emim"], "seed": [0]})
+    summary = report_stats.method_summary(df)
+    assert summary.empty
+    assert list(summary.columns) == ["setting", "dataset", "backbone", "epochs", "method", "n_runs"]
 
 
 def test_the_published_table_takes_our_online_accuracy_and_leaves_out_the_floor():

@@ -149,14 +149,14 @@ def _flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
 
 
 def compact_number(value) -> str:
-    """A config value as a group label prints it: ``0.001`` -> ``1e-3``, ``0.1`` -> ``0.1``,
-    ``128`` -> ``128``, ``true`` -> ``True``; lists and text as they are."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
+    """A config value as a group label prints it: ``0.001`` -> ``1e-3``, ``1e-05`` -> ``1e-5``,
+    ``0.1`` -> ``0.1``, ``128`` -> ``128``, ``true`` -> ``True``; lists and text as they are."""
+    if not isinstance(value, float):
+        return str(value)  # text, lists, booleans, and integers as written (batch=1000)
     plain = f"{value:g}"
     mantissa, _, exponent = f"{value:.0e}".partition("e")
     scientific = f"{mantissa}e{int(exponent)}"
-    if float(scientific) == value and len(scientific) <= len(plain) and "e" not in plain:
+    if float(scientific) == value and len(scientific) <= len(plain):
         return scientific
     return plain
 
@@ -263,7 +263,7 @@ def _read_run(run: Path) -> dict:
             wall_s = float(c["wall_s"].iloc[-1]) if len(c) else math.nan
             row.update(curve_epochs=epochs, curve_wall_s=wall_s)  # both or neither
         except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
-            row["detail"] = f"{row.get('detail', '')} [unreadable {CURVE_FILE}: {error}]".strip()
+            row["detail"] = f"{row['detail']} [unreadable {CURVE_FILE}: {error}]".strip()
     if row["status"] == "partial" and present(row.get("curve_epochs")):
         total = f" of {int(row['epochs'])}" if present(row.get("epochs")) else ""
         row["detail"] += f"; curve reaches epoch {row['curve_epochs']}{total}"

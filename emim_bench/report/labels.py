@@ -23,7 +23,7 @@ METHOD_NAMES = {
 
 def base_method(group: str) -> str:
     """The registry name of a group: ``"emim D=64 eps=1e-2"`` -> ``"emim"``."""
-    return str(group).split(" ", 1)[0]
+    return str(group).partition(" ")[0]
 
 
 def method_label(method) -> str:

@@ -71,8 +71,8 @@ def method_summary(df: pd.DataFrame) -> pd.DataFrame:
                 for key, value in t_interval(per_seed[metric].mean()).items():
                     row[f"{metric}_{key}"] = value
             for field in ("wall_time_s", "images_per_s", "peak_rss_bytes", "peak_gpu_memory_bytes"):
-                values = pd.to_numeric(runs[field], errors="coerce").astype(float).dropna()
-                row[f"{field}_mean"] = float(values.mean()) if len(values) else math.nan
+                # numeric in collect_runs' frame; pandas' mean skips NaN (all NaN: NaN)
+                row[f"{field}_mean"] = float(runs[field].astype(float).mean())
             rows.append(row)
     if not rows:
         return pd.DataFrame(
@@ -143,8 +143,7 @@ def _paired_rows(per_seed: pd.Series, setting: str, metric: str, reference: str,
         has_seeds = baseline in per_seed.index.get_level_values("method")
         base = per_seed.loc[baseline] if has_seeds else pd.Series(dtype=float)
         seeds = sorted(set(ref.index) & set(base.index))
-        a = ref.loc[seeds].to_numpy(float)
-        b = base.loc[seeds].to_numpy(float)
+        a, b = ref.loc[seeds].to_numpy(), base.loc[seeds].to_numpy()
         ci = t_interval(a - b)
         row = {
             "setting": setting,
@@ -159,10 +158,8 @@ def _paired_rows(per_seed: pd.Series, setting: str, metric: str, reference: str,
             "sd_diff": ci["sd"],
             "ci_low": ci["ci_low"],
             "ci_high": ci["ci_high"],
-            "t": math.nan,
-            "p_value": math.nan,
             "note": "",
-        }
+        }  # t and p_value: NaN unless the test below runs
         if len(seeds) == 0:
             row["note"] = "no seed finished by both"
         elif len(seeds) == 1:
