@@ -36,12 +36,12 @@ def method_label(method) -> str:
 def _variant_key(group: str) -> tuple:
     """Sort key of a group's ``key=value`` parts, numbers by value (D=32 before D=128)."""
     parts = []
-    for part in str(group).split(" ")[1:]:
+    for part in str(group).split()[1:]:
         key, _, value = part.partition("=")
         try:
-            parts.append((key, 0, float(value), ""))
+            parts.append((key, 0, float(value)))
         except ValueError:
-            parts.append((key, 1, 0.0, value))
+            parts.append((key, 1, value))  # after the numbers: never compared with one
     return tuple(parts)
 
 
