@@ -101,34 +101,41 @@ def _with_ridge(m: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class _PrimalMI(torch.autograd.Function):
-    """MI of standardised views ``a`` = [a1, a2] (N, D1+D2) from the D x D covariances.
+    """MI of standardised views ``a`` = [a1, a2] (N, D1+D2) by the Schur complement.
 
-    ``C = a^T a + eps I`` (p, p), p = D1 + D2. The joint Cholesky factor's leading (D1, D1)
-    block is the factor of ``C11``, so two factorisations give all three log-determinants.
-    Backward uses d(log det C)/da = 2 a C^-1, so
-    ``dI/da = a (blockdiag(C11^-1, C22^-1) - C^-1)`` (p, p) instead of differentiating
-    through the factorisations.
+    With ``Cij = ai^T aj (+ eps I on the diagonal blocks)`` and the Schur complement
+    ``S = C22 - C21 C11^-1 C12`` (D2, D2), ``log det C = log det C11 + log det S``, so
+    ``I = 1/2 (log det C22 - log det S)``: three D-sized factorisations instead of one of
+    size D1 + D2 (the joint factor's trailing block would be chol(S) anyway).
+
+    Backward, from ``d log det(eps I + A^T A) / dA = 2 A (eps I + A^T A)^-1`` and the
+    block inverse of C: with ``E = C11^-1 C12`` (D1, D2) and ``R = a2 - a1 E`` (N, D2), the
+    residual of the ridge regression of view 2 on view 1, ``Q = R S^-1`` gives
+    ``dI/da1 = Q E^T`` and ``dI/da2 = a2 C22^-1 - Q``.
     """
 
     @staticmethod
     def forward(ctx, a, d1: int, eps: float, check: bool):
-        c = _with_ridge(a.T @ a, eps)  # (p, p)
-        chol, failed = _cholesky(c, check)
-        chol22, failed22 = _cholesky(c[d1:, d1:], check)  # (D2, D2)
-        logdet11 = _logdet_from_cholesky(chol[:d1, :d1])
-        mi = 0.5 * (logdet11 + _logdet_from_cholesky(chol22) - _logdet_from_cholesky(chol))
-        ctx.save_for_backward(a, chol, chol22)
+        a1, a2 = a[:, :d1], a[:, d1:]
+        chol11, failed11 = _cholesky(_with_ridge(a1.T @ a1, eps), check)  # (D1, D1)
+        c22 = _with_ridge(a2.T @ a2, eps)  # (D2, D2)
+        chol22, failed22 = _cholesky(c22, check)
+        b = torch.linalg.solve_triangular(chol11, a1.T @ a2, upper=False)  # L11^-1 C12 (D1, D2)
+        chol_s, failed_s = _cholesky(c22 - b.T @ b, check)  # Schur complement S (D2, D2)
+        mi = 0.5 * (_logdet_from_cholesky(chol22) - _logdet_from_cholesky(chol_s))
+        ctx.save_for_backward(a, chol11, b, chol22, chol_s)
         ctx.d1 = d1
-        return torch.where(failed | failed22, torch.nan, mi)
+        return torch.where(failed11 | failed22 | failed_s, torch.nan, mi)
 
     @staticmethod
     def backward(ctx, grad):
-        a, chol, chol22 = ctx.saved_tensors
-        d1 = ctx.d1
-        weights = -torch.cholesky_inverse(chol)  # -C^-1, (p, p)
-        weights[:d1, :d1] += torch.cholesky_inverse(chol[:d1, :d1])  # + C11^-1
-        weights[d1:, d1:] += torch.cholesky_inverse(chol22)  # + C22^-1
-        return grad * (a @ weights), None, None, None
+        a, chol11, b, chol22, chol_s = ctx.saved_tensors
+        a1, a2 = a[:, : ctx.d1], a[:, ctx.d1 :]
+        e = torch.linalg.solve_triangular(chol11.T, b, upper=True)  # C11^-1 C12 (D1, D2)
+        q = (a2 - a1 @ e) @ torch.cholesky_inverse(chol_s)  # R S^-1 (N, D2)
+        g1 = q @ e.T  # (N, D1)
+        g2 = a2 @ torch.cholesky_inverse(chol22) - q  # (N, D2)
+        return grad * torch.cat([g1, g2], dim=1), None, None, None
 
 
 class _DualMI(torch.autograd.Function):
@@ -189,8 +196,9 @@ def gaussian_mutual_information(
 
     Two algebraically equal computations of the log-determinants:
 
-    - ``"primal"``: Cholesky of ``C`` (whose leading block is the factor of
-      ``C11``) and of ``C22``; cost O(N D^2 + D^3).
+    - ``"primal"``: the D x D covariances, with ``log det C = log det C11 +
+      log det S`` for the Schur complement ``S = C22 - C21 C11^-1 C12``;
+      cost O(N D^2 + D^3).
     - ``"dual"``: the Gram identity
       ``log det(eps I_p + A^T A) = (p - N) log eps + log det(eps I_N + A A^T)``
       with ``A`` = standardised views / sqrt(N-1), so the three matrices are
