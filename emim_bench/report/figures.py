@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -61,20 +62,31 @@ def _fixed_jitter(seed: int = 0) -> Iterator[None]:
 def _palette(methods: Sequence[str]) -> dict[str, tuple]:
     """A colour per method (group): the five methods of the paper keep tab10's first five in
     every report; groups that differ in their settings (``emim D=64``) take tab10's other five,
-    then hues a golden-ratio step apart, so that groups listed next to each other (the values
-    of one factor) never get neighbouring hues; the floor is grey."""
+    or, when there are more, n evenly spaced hues dealt out with a stride near 0.38 n, so
+    that groups listed next to each other (the values of one factor) get far-apart hues; the
+    floor is grey."""
     fixed = ["emim", "simclr", "byol", "barlow_twins", "vicreg"]
     extra = [m for m in method_order(methods) if m not in fixed and m != "random"]
     tab10 = sns.color_palette("tab10", 10)
     palette = {m: tab10[i] for i, m in enumerate(fixed)}
-    for i, method in enumerate(extra):
-        hue = (0.1 + i * _GOLDEN_RATIO_STEP) % 1.0
-        palette[method] = tab10[5 + i] if len(extra) <= 5 else sns.husl_palette(1, h=hue)[0]
+    if len(extra) <= 5:
+        palette.update({m: tab10[5 + i] for i, m in enumerate(extra)})
+    else:
+        n = len(extra)
+        hues = sns.husl_palette(n, l=0.6)
+        stride = next(k for k in range(round(0.38 * n), n) if math.gcd(k, n) == 1)
+        palette.update({m: hues[(i * stride) % n] for i, m in enumerate(extra)})
     palette["random"] = (0.45, 0.45, 0.45)
     return palette
 
 
-_GOLDEN_RATIO_STEP = 0.381966  # 1 - 1/phi: successive hues stay far apart on the circle
+def _legend(ax) -> None:
+    """A legend inside the axes for a few lines, beside them (right) for more, where it
+    would hide the curves."""
+    if len(ax.get_legend_handles_labels()[1]) <= 4:
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def _axes_grid(n_rows: int, n_cols: int, width: float, height: float):
@@ -165,7 +177,10 @@ def accuracy_figure(df: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path
                         label=f"random-init floor, {METRIC_LABELS[metric]}: {value:.1f}%",
                     )
             n_labels = [f"{method_label(m)}\n(n={int(n)})" for m, n in zip(methods, rows["n_runs"])]
-            ax.set_xticks(x, n_labels)
+            if max(len(label) for label in n_labels) > 16:  # setting groups: tilt, or they overlap
+                ax.set_xticks(x, n_labels, rotation=30, ha="right", fontsize=7)
+            else:
+                ax.set_xticks(x, n_labels)
             ax.set_ylabel("accuracy (%)")
             ax.set_xlabel("method (n = finished seeds)")
             ax.set_title(f"{setting}\nmean with 95% t-interval over seeds (dots: single seeds)")
@@ -332,7 +347,7 @@ def curve_figure(curves: pd.DataFrame, done: pd.DataFrame, x: str, path: Path) -
                 ax.set_xlim(left=0)
             ax.set_ylabel("kNN acc@1, k=20 (%)")
             ax.set_title(f"{setting}\nkNN accuracy during training (thick: mean; thin: seeds)")
-            ax.legend(fontsize=8, loc="best")
+            _legend(ax)
     return _save(fig, path)
 
 
@@ -383,7 +398,8 @@ def saturation_figure(curves: pd.DataFrame, path: Path) -> Path | None:
     settings = list(curves["setting"].drop_duplicates())
     palette = _palette(method_order(curves["method"]))
     with sns.axes_style(**_STYLE):
-        fig, axes = _axes_grid(1, len(settings), 5.0, 3.6)
+        wide = curves["method"].nunique() > 4  # room for the legend beside the axes
+        fig, axes = _axes_grid(1, len(settings), 9.0 if wide else 5.0, 3.6)
         for ax, setting in zip(axes[0], settings):
             in_setting = curves[curves["setting"] == setting]
             for method in method_order(in_setting["method"]):
@@ -407,7 +423,7 @@ def saturation_figure(curves: pd.DataFrame, path: Path) -> Path | None:
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_ylabel("MI estimate / ceiling")
             ax.set_title(f"{setting}\nsaturation of the estimator", fontsize=9)
-            ax.legend(fontsize=8, loc="lower right")
+            _legend(ax)
     return _save(fig, path)
 
 
