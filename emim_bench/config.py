@@ -148,6 +148,9 @@ def check_values(cfg: DictConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    every = cfg.trainer.get("finite_check_every", 1)  # absent from configs written before it
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"trainer.finite_check_every must be an integer >= 1, got {every!r}")
     if cfg.trainer.sync_batchnorm and cfg.trainer.accelerator == "cpu":
         raise ConfigError(
             "trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "

@@ -21,6 +21,8 @@ NOT_IDENTITY = (
     "logger",
     "progress_bar",
     "trainer.log_every_n_steps",
+    # How often the host checks that the loss is finite: the same numbers while it is.
+    "trainer.finite_check_every",
 )
 # Keys added to the configs after runs were made, with the default that computes what those
 # runs computed: left out of the hash while at that default, so earlier run ids stay valid.
@@ -33,7 +35,8 @@ def run_id(cfg: DictConfig) -> str:
     The hash is the first 8 hex digits of the SHA-256 of the resolved config
     as sorted JSON, without the keys that only place, fetch or present the run
     (``runs_root``, ``sweep``, ``data_root``, ``data.download``, ``force``, ``logger``,
-    ``progress_bar``, ``trainer.log_every_n_steps``), and without the keys of
+    ``progress_bar``, ``trainer.log_every_n_steps``) or only say how often the loss is checked
+    (``trainer.finite_check_every``), and without the keys of
     :data:`ADDED_WITH_DEFAULT` while they hold that default.
     """
     identity = OmegaConf.to_container(cfg, resolve=True)

@@ -303,26 +303,60 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _NonFiniteLossGuard(pl.Callback):
-    """Stops training with :class:`NonFiniteLossError` at the first NaN/inf training loss.
+    """Stops training with :class:`NonFiniteLossError` once a training loss was NaN/inf.
 
-    Checked before the backward pass, so the weights never take the bad step. Under DDP the
-    decision is reduced over the ranks (any rank's non-finite loss stops all of them), so
-    every rank raises the same error instead of the others waiting in the next collective.
+    Every step records on the device, without waiting for it, whether the loss is finite
+    and the first step at which it was not. The host reads that record (one synchronisation
+    with the device) every ``every`` steps and at the end of every epoch, before the epoch's
+    checkpoint is written, so a checkpoint never holds weights trained on a non-finite loss.
+
+    With ``every=1`` (the CPU default) the check comes before the backward pass of the bad
+    step, so the weights never take it. With ``every=K`` a NaN between two checks is caught
+    at the next check (or at the epoch's end): by then the weights have taken the steps in
+    between, so every later loss may be non-finite too, and the error names the first
+    non-finite step this rank recorded, which may be earlier than the check that found it
+    (and the step at which the check ran when another rank's loss was the bad one).
+
+    Under DDP the decision is reduced over the ranks at each check (any rank's non-finite
+    loss stops all of them), so every rank raises the same error instead of the others
+    waiting in the next collective; the ranks check at the same steps.
     """
 
+    def __init__(self, every: int = 1):
+        self.every = every
+        self._first_bad: torch.Tensor | None = None  # 0-dim int64: first bad step, 0 if none
+
+    def on_train_start(self, trainer, module):
+        self._first_bad = None
+
     def on_before_backward(self, trainer, module, loss):
-        bad = not bool(torch.isfinite(loss).all())
-        if trainer.strategy.reduce_boolean_decision(bad, all=False):
+        step = trainer.global_step + 1
+        bad = ~torch.isfinite(loss.detach()).all()
+        if self._first_bad is None:
+            self._first_bad = torch.zeros((), dtype=torch.int64, device=loss.device)
+        self._first_bad = torch.where(bad & (self._first_bad == 0), step, self._first_bad)
+        if step % self.every == 0:
+            self._check(trainer, step)
+
+    def on_train_epoch_end(self, trainer, module):
+        if self._first_bad is not None:
+            self._check(trainer, trainer.global_step)
+
+    def _check(self, trainer, step: int) -> None:
+        first = int(self._first_bad) if self._first_bad is not None else 0  # waits for the device
+        if trainer.strategy.reduce_boolean_decision(first > 0, all=False):
+            seen = "" if self.every == 1 else f"; the loss is checked every {self.every} steps"
             raise NonFiniteLossError(
-                f"non-finite training loss at step {trainer.global_step + 1} "
-                f"(epoch {trainer.current_epoch + 1}); lower the learning rate or check the data"
+                f"non-finite training loss at step {first or step} "
+                f"(epoch {trainer.current_epoch + 1}{seen}); lower the learning rate or check "
+                "the data"
             )
 
 
 def make_trainer(cfg: DictConfig, out: Path, eval_sets: EvalSets) -> pl.Trainer:
     callbacks = [
         EpochSeed(cfg.seed),
-        _NonFiniteLossGuard(),
+        _NonFiniteLossGuard(cfg.trainer.get("finite_check_every", 1)),
         EpochCurve(
             out / CURVE_FILE,
             eval_sets,
