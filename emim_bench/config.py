@@ -166,7 +166,12 @@ def check_values(cfg: DictConfig) -> None:
 
         kwargs = cfg.method.kwargs
         try:
-            EMIM.validate_hparams(kwargs.proj_hidden_dim, kwargs.proj_output_dim, kwargs.eps)
+            EMIM.validate_hparams(
+                kwargs.proj_hidden_dim,
+                kwargs.proj_output_dim,
+                kwargs.eps,
+                kwargs.get("check_every_n_steps", 1),
+            )
         except (ValueError, TypeError) as error:
             raise ConfigError(f"method.kwargs: {error}") from None
 

@@ -73,15 +73,99 @@ def _standardize(z: torch.Tensor, scale: bool) -> torch.Tensor:
     return z
 
 
-def _logdet_spd(m: torch.Tensor) -> torch.Tensor:
-    """log det of a symmetric positive-definite matrix (or batch of them) via Cholesky."""
+def _cholesky(m: torch.Tensor, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cholesky factor of SPD ``m`` (..., k, k) and whether any factorisation failed (bool tensor).
+
+    With ``check`` a failure raises at once, which reads the status on the host (on a GPU, a
+    synchronisation); without it the caller turns the estimate into NaN instead.
+    """
     chol, info = torch.linalg.cholesky_ex(m)
-    if bool(info.any()):
+    failed = (info != 0).any()
+    if check and bool(failed):
         raise torch.linalg.LinAlgError(
             "EMIM: covariance is not positive definite in float64 (Cholesky failed); "
             "use eps > 0 (e.g. 1e-2) and standardize=True."
         )
+    return chol, failed
+
+
+def _logdet_from_cholesky(chol: torch.Tensor) -> torch.Tensor:
+    """log det of L L^T from its Cholesky factor ``chol`` (..., k, k): 2 * sum(log diag L)."""
     return 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(dim=-1)
+
+
+def _with_ridge(m: torch.Tensor, eps: float) -> torch.Tensor:
+    """``m + eps * I`` for square ``m`` (..., k, k), in place (``m`` is a fresh product)."""
+    m.diagonal(dim1=-2, dim2=-1).add_(eps)
+    return m
+
+
+class _PrimalMI(torch.autograd.Function):
+    """MI of standardised views ``a`` = [a1, a2] (N, D1+D2) by the Schur complement.
+
+    With ``Cij = ai^T aj (+ eps I on the diagonal blocks)`` and the Schur complement
+    ``S = C22 - C21 C11^-1 C12`` (D2, D2), ``log det C = log det C11 + log det S``, so
+    ``I = 1/2 (log det C22 - log det S)``: three D-sized factorisations instead of one of
+    size D1 + D2 (the joint factor's trailing block would be chol(S) anyway).
+
+    Backward, from ``d log det(eps I + A^T A) / dA = 2 A (eps I + A^T A)^-1`` and the
+    block inverse of C: with ``E = C11^-1 C12`` (D1, D2) and ``R = a2 - a1 E`` (N, D2), the
+    residual of the ridge regression of view 2 on view 1, ``Q = R S^-1`` gives
+    ``dI/da1 = Q E^T`` and ``dI/da2 = a2 C22^-1 - Q``.
+    """
+
+    @staticmethod
+    def forward(ctx, a, d1: int, eps: float, check: bool):
+        a1, a2 = a[:, :d1], a[:, d1:]
+        chol11, failed11 = _cholesky(_with_ridge(a1.T @ a1, eps), check)  # (D1, D1)
+        c22 = _with_ridge(a2.T @ a2, eps)  # (D2, D2)
+        chol22, failed22 = _cholesky(c22, check)
+        b = torch.linalg.solve_triangular(chol11, a1.T @ a2, upper=False)  # L11^-1 C12 (D1, D2)
+        chol_s, failed_s = _cholesky(c22 - b.T @ b, check)  # Schur complement S (D2, D2)
+        mi = 0.5 * (_logdet_from_cholesky(chol22) - _logdet_from_cholesky(chol_s))
+        ctx.save_for_backward(a, chol11, b, chol22, chol_s)
+        ctx.d1 = d1
+        return torch.where(failed11 | failed22 | failed_s, torch.nan, mi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, chol11, b, chol22, chol_s = ctx.saved_tensors
+        a1, a2 = a[:, : ctx.d1], a[:, ctx.d1 :]
+        e = torch.linalg.solve_triangular(chol11.T, b, upper=True)  # C11^-1 C12 (D1, D2)
+        q = (a2 - a1 @ e) @ torch.cholesky_inverse(chol_s)  # R S^-1 (N, D2)
+        g1 = q @ e.T  # (N, D1)
+        g2 = a2 @ torch.cholesky_inverse(chol22) - q  # (N, D2)
+        return grad * torch.cat([g1, g2], dim=1), None, None, None
+
+
+class _DualMI(torch.autograd.Function):
+    """MI of standardised views ``a`` = [a1, a2] (N, D1+D2) from the N x N Gram matrices.
+
+    ``log det(eps I_p + A^T A) = (p - N) log eps + log det(eps I_N + A A^T)`` turns the
+    three log-determinants into those of ``M1 = eps I + a1 a1^T``, ``M2 = eps I + a2 a2^T``
+    and ``M = eps I + a1 a1^T + a2 a2^T`` (N, N); the (p - N) log eps terms sum to
+    ``-N log eps``. Backward: ``dI/da_k = (M_k^-1 - M^-1) a_k``.
+    """
+
+    @staticmethod
+    def forward(ctx, a, d1: int, eps: float, check: bool):
+        a1, a2 = a[:, :d1], a[:, d1:]
+        g1, g2 = a1 @ a1.T, a2 @ a2.T  # (N, N) each
+        chol, failed = _cholesky(_with_ridge(torch.stack([g1, g2, g1 + g2]), eps), check)
+        logdets = _logdet_from_cholesky(chol)  # (3,)
+        mi = 0.5 * (logdets[0] + logdets[1] - logdets[2] - a.shape[0] * math.log(eps))
+        ctx.save_for_backward(a, chol)
+        ctx.d1 = d1
+        return torch.where(failed, torch.nan, mi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, chol = ctx.saved_tensors
+        d1 = ctx.d1
+        inverses = torch.cholesky_inverse(chol)  # (3, N, N): M1^-1, M2^-1, M^-1
+        g1 = (inverses[0] - inverses[2]) @ a[:, :d1]  # (N, D1)
+        g2 = (inverses[1] - inverses[2]) @ a[:, d1:]  # (N, D2)
+        return grad * torch.cat([g1, g2], dim=1), None, None, None
 
 
 def gaussian_mutual_information(
@@ -91,6 +175,7 @@ def gaussian_mutual_information(
     standardize: bool = True,
     form: str = "auto",
     gather_distributed: bool = True,
+    check: bool = True,
 ) -> torch.Tensor:
     """Gaussian mutual information between two views' embeddings, in nats.
 
@@ -111,7 +196,8 @@ def gaussian_mutual_information(
 
     Two algebraically equal computations of the log-determinants:
 
-    - ``"primal"``: Cholesky of ``C11``, ``C22`` and ``C``;
+    - ``"primal"``: the D x D covariances, with ``log det C = log det C11 +
+      log det S`` for the Schur complement ``S = C22 - C21 C11^-1 C12``;
       cost O(N D^2 + D^3).
     - ``"dual"``: the Gram identity
       ``log det(eps I_p + A^T A) = (p - N) log eps + log det(eps I_N + A A^T)``
@@ -120,7 +206,9 @@ def gaussian_mutual_information(
       cost O(N^2 D + N^3). Requires ``eps > 0``.
 
     ``"auto"`` picks dual when ``N < D1 + D2`` and ``eps > 0`` (it is cheaper
-    then), primal otherwise.
+    then), primal otherwise. Both forms have closed-form gradients
+    (``d log det(eps I + A^T A) / dA = 2 A (eps I + A^T A)^-1``) rather than
+    autograd through the factorisations: the same values, fewer operations.
 
     Under ``torch.distributed`` with world size > 1 and ``gather_distributed``,
     both views are all-gathered with gradient first, so the statistics are over
@@ -135,19 +223,24 @@ def gaussian_mutual_information(
         standardize: standardise each dimension (True) or only centre (False).
         form: ``"auto"``, ``"primal"`` or ``"dual"``.
         gather_distributed: all-gather the views across ranks when distributed.
+        check: read the Cholesky status on the host and raise at once on a failure.
+            ``False`` avoids that host synchronisation (a GPU otherwise waits for
+            it every step) and returns NaN instead, which the trainer's
+            non-finite-loss guard reports.
 
     Returns:
         Scalar tensor, the mutual information in nats, in ``z1``'s dtype. All
-        statistics are computed in float64 with autocast disabled.
+        statistics are computed in float64 with autocast disabled. NaN when a
+        factorisation failed and ``check`` is False.
 
     Raises:
         ValueError: inputs not 2-D or not floating point, different N, global
             N < 2, eps < 0, unknown form, ``form="dual"`` with ``eps == 0``, or
             ``eps == 0`` with ``N <= D1 + D2`` (the joint covariance is then
             singular; use ``eps > 0``).
-        torch.linalg.LinAlgError: a ridged covariance is not numerically
-            positive definite (only possible with eps == 0 or a tiny eps
-            relative to unstandardised scales).
+        torch.linalg.LinAlgError: with ``check``, a ridged covariance is not
+            numerically positive definite (only possible with eps == 0 or a tiny
+            eps relative to unstandardised scales).
     """
     if z1.ndim != 2 or z2.ndim != 2:
         raise ValueError(
@@ -186,16 +279,8 @@ def gaussian_mutual_information(
             form = "dual" if (n < p and eps > 0) else "primal"
 
         a = _standardize(z, scale=standardize) / math.sqrt(n - 1)  # (N, D1+D2)
-        a1, a2 = a[:, :d1], a[:, d1:]  # (N, D1), (N, D2)
-        if form == "primal":
-            c = a.T @ a + eps * torch.eye(p, dtype=a.dtype, device=a.device)  # (D1+D2, D1+D2)
-            mi = 0.5 * (_logdet_spd(c[:d1, :d1]) + _logdet_spd(c[d1:, d1:]) - _logdet_spd(c))
-        else:
-            g1, g2 = a1 @ a1.T, a2 @ a2.T  # (N, N) each
-            ridge = eps * torch.eye(n, dtype=a.dtype, device=a.device)  # (N, N)
-            logdets = _logdet_spd(torch.stack([g1, g2, g1 + g2]) + ridge)  # (3,)
-            # The (p - N) log eps terms of the three identities sum to -N log eps.
-            mi = 0.5 * (logdets[0] + logdets[1] - logdets[2] - n * math.log(eps))
+        estimate = _PrimalMI if form == "primal" else _DualMI
+        mi = estimate.apply(a, d1, eps, check)
     return mi.to(out_dtype)
 
 
@@ -251,6 +336,7 @@ def emim_loss_func(
     eps: float = 1e-2,
     standardize: bool = True,
     form: str = "auto",
+    check: bool = True,
 ) -> torch.Tensor:
     """EMIM loss: the negative Gaussian mutual information between two views (nats).
 
@@ -263,4 +349,6 @@ def emim_loss_func(
         >>> loss = emim_loss_func(z1, z2, eps=1e-2)
         >>> loss.backward()
     """
-    return -gaussian_mutual_information(z1, z2, eps=eps, standardize=standardize, form=form)
+    return -gaussian_mutual_information(
+        z1, z2, eps=eps, standardize=standardize, form=form, check=check
+    )

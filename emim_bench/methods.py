@@ -29,9 +29,10 @@ class EMIM(BaseMethod):
     trained by the EMIM loss alone.
 
     Logged every step (and averaged per epoch): ``train_emim_loss`` (the loss,
-    nats), ``train_mi_nats`` (the Theorem-1 estimate, nats) and
-    ``train_effective_rank`` (RankMe of the first view's embeddings, a collapse
-    diagnostic between 1 and ``proj_output_dim``). With standardisation and
+    nats) and ``train_mi_nats`` (the Theorem-1 estimate, nats); every
+    ``check_every_n_steps`` steps ``train_effective_rank`` (RankMe of the first
+    view's embeddings, a collapse diagnostic between 1 and ``proj_output_dim``).
+    With standardisation and
     eps > 0 also ``train_mi_ceiling_nats``, the most the estimate can reach at
     this global batch size, D and eps (:func:`emim_bench.losses.mi_ceiling_nats`),
     and ``train_mi_ceiling_ratio``, the estimate over it (near 1: saturated).
@@ -42,10 +43,15 @@ class EMIM(BaseMethod):
         eps: ridge added to each covariance (see the loss); > 0 unless N > 2D.
         standardize: standardise each embedding dimension over the batch
             before the covariances are formed.
+        check_every_n_steps: every this many steps the loss reads its Cholesky
+            status on the host (raising at once on a failure) and the effective
+            rank is computed. Both make a GPU wait for the host, so GPU configs
+            do it every 50 steps; in between, a failed factorisation gives a NaN
+            loss, which the trainer's non-finite-loss guard reports.
         **kwargs: solo-learn ``BaseMethod`` arguments (encoder, optimizer, lr, ...).
 
     Raises:
-        ValueError: a non-positive width or a negative ``eps``.
+        ValueError: a non-positive width or ``check_every_n_steps``, or a negative ``eps``.
     """
 
     def __init__(
@@ -54,12 +60,14 @@ class EMIM(BaseMethod):
         proj_output_dim: int,
         eps: float = 1e-2,
         standardize: bool = True,
+        check_every_n_steps: int = 1,
         **kwargs,
     ):
-        self.validate_hparams(proj_hidden_dim, proj_output_dim, eps)
+        self.validate_hparams(proj_hidden_dim, proj_output_dim, eps, check_every_n_steps)
         super().__init__(**kwargs)
         self.eps = float(eps)
         self.standardize = bool(standardize)
+        self.check_every_n_steps = int(check_every_n_steps)
         self.projector = nn.Sequential(
             nn.Linear(self.features_dim, proj_hidden_dim),
             nn.BatchNorm1d(proj_hidden_dim),
@@ -71,11 +79,14 @@ class EMIM(BaseMethod):
         )
 
     @staticmethod
-    def validate_hparams(proj_hidden_dim: int, proj_output_dim: int, eps: float) -> None:
+    def validate_hparams(
+        proj_hidden_dim: int, proj_output_dim: int, eps: float, check_every_n_steps: int = 1
+    ) -> None:
         """Check EMIM's own hyperparameters; raise ValueError naming the bad one."""
         for name, value in (
             ("proj_hidden_dim", proj_hidden_dim),
             ("proj_output_dim", proj_output_dim),
+            ("check_every_n_steps", check_every_n_steps),
         ):
             if int(value) != value or value < 1:
                 raise ValueError(f"EMIM: {name} must be a positive integer, got {value!r}")
@@ -96,6 +107,7 @@ class EMIM(BaseMethod):
         parser.add_argument("--proj_output_dim", type=int, default=128)
         parser.add_argument("--eps", type=float, default=1e-2)
         parser.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True)
+        parser.add_argument("--check_every_n_steps", type=int, default=1)
         return parent_parser
 
     @property
@@ -122,12 +134,13 @@ class EMIM(BaseMethod):
         out = super().training_step(batch, batch_idx)
         feats1, feats2 = out["feats"][:2]
         z1, z2 = self.projector(feats1), self.projector(feats2)  # (N, D) each
-        emim_loss = emim_loss_func(z1, z2, eps=self.eps, standardize=self.standardize)
-        metrics = {
-            "train_emim_loss": emim_loss,
-            "train_mi_nats": -emim_loss.detach(),
-            "train_effective_rank": effective_rank(z1).float(),
-        }
+        check = self.global_step % self.check_every_n_steps == 0
+        emim_loss = emim_loss_func(
+            z1, z2, eps=self.eps, standardize=self.standardize, check=check
+        )
+        metrics = {"train_emim_loss": emim_loss, "train_mi_nats": -emim_loss.detach()}
+        if check:
+            metrics["train_effective_rank"] = effective_rank(z1).float()
         if self.standardize and self.eps > 0:
             world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
             ceiling = mi_ceiling_nats(len(z1) * world, z1.shape[1], z2.shape[1], self.eps)

@@ -162,3 +162,26 @@ def test_online_classifier_does_not_reach_the_backbone(cifar10_views, tiny_kwarg
 
     assert head_a.abs().sum() > 0 and not torch.allclose(head_a, head_b)
     torch.testing.assert_close(backbone_a, backbone_b, rtol=0, atol=0)
+
+
+def test_host_checks_run_every_n_steps(cifar10_views, tiny_kwargs, tmp_path, monkeypatch):
+    from emim_bench import methods
+
+    checks, real_loss = [], methods.emim_loss_func
+
+    def recording_loss(*args, **kwargs):
+        checks.append(kwargs["check"])
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(methods, "emim_loss_func", recording_loss)
+    torch.manual_seed(0)
+    method = build_method("emim", **tiny_kwargs("emim", check_every_n_steps=2))
+    trainer = fit(method, pretrain_loader(cifar10_views, batch_size=16), tmp_path, max_steps=4)
+    assert checks == [True, False, True, False]
+    # The effective rank is computed on checked steps only (steps 0 and 2).
+    assert "train_effective_rank" in trainer.callback_metrics
+
+
+def test_check_every_n_steps_must_be_positive(tiny_kwargs):
+    with pytest.raises(ValueError, match="check_every_n_steps must be a positive"):
+        build_method("emim", **tiny_kwargs("emim", check_every_n_steps=0))

@@ -117,15 +117,15 @@ def test_primal_dual_schur_and_cca_forms_agree(n, standardize):
     schur = _mi_schur(z1, z2, eps, standardize)
     cca = _mi_cca(z1, z2, eps, standardize)
     for other in (dual, schur, cca):
-        assert abs(other - primal) / abs(primal) < 1e-8, (primal, other)
+        assert abs(other - primal) / abs(primal) < 1e-10, (primal, other)
 
 
 def test_forms_agree_for_different_view_dimensions():
     z1, z2 = _correlated_views(30, 10, noise=0.5, seed=3, d2=24)
     primal = gaussian_mutual_information(z1, z2, form="primal")
     dual = gaussian_mutual_information(z1, z2, form="dual")
-    assert abs(dual - primal) / primal < 1e-8
-    assert abs(_mi_cca(z1, z2, 1e-2, True) - primal) / primal < 1e-8
+    assert abs(dual - primal) / primal < 1e-10
+    assert abs(_mi_cca(z1, z2, 1e-2, True) - primal) / primal < 1e-10
 
 
 @pytest.mark.parametrize("n", [20, 100], ids=["N<2D", "N>2D"])
@@ -214,6 +214,53 @@ def test_gradients_match_finite_differences(form):
     assert torch.autograd.gradcheck(
         lambda a, b: gaussian_mutual_information(a, b, form=form), (z1, z2)
     )
+
+
+def _mi_by_autograd(z1, z2, eps, standardize):
+    """Theorem 1 written out with torch.logdet, differentiated by autograd."""
+    c11, _, _, c22, c = _ridged_covariances(z1, z2, eps, standardize)
+    return 0.5 * (torch.logdet(c11) + torch.logdet(c22) - torch.logdet(c))
+
+
+@pytest.mark.parametrize("form", ["primal", "dual"])
+@pytest.mark.parametrize("standardize", [True, False])
+@pytest.mark.parametrize("n", [20, 100], ids=["N<2D", "N>2D"])
+def test_closed_form_gradients_equal_autograd_of_the_definition(n, standardize, form):
+    # Each form's backward is written by hand (2 A (eps I + A^T A)^-1 and its Gram twin);
+    # it must give autograd's gradient of the definition, not just something close.
+    z1, z2 = _correlated_views(n, 16, noise=0.7, seed=30 + n, d2=12)
+    grads = []
+    for mi_fn in (
+        lambda a, b: gaussian_mutual_information(a, b, standardize=standardize, form=form),
+        lambda a, b: _mi_by_autograd(a, b, 1e-2, standardize),
+    ):
+        a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+        mi_fn(a, b).backward()
+        grads.append(torch.cat([a.grad, b.grad], dim=1))
+    scale = grads[1].abs().max()
+    assert (grads[0] - grads[1]).abs().max() / scale < 1e-10
+
+
+def _views_with_a_zero_column():
+    z1, z2 = _correlated_views(50, 4, noise=0.5, seed=31)
+    z1[:, 0] = 0.0  # centred and unscaled it stays 0: C11 is singular without a ridge
+    return z1, z2
+
+
+def test_failed_factorisation_raises_when_checked():
+    with pytest.raises(torch.linalg.LinAlgError, match="not positive definite"):
+        gaussian_mutual_information(*_views_with_a_zero_column(), eps=0.0, standardize=False)
+
+
+def test_failed_factorisation_gives_nan_without_a_host_check():
+    mi = gaussian_mutual_information(
+        *_views_with_a_zero_column(), eps=0.0, standardize=False, check=False
+    )
+    assert torch.isnan(mi)
+    # The same views with a ridge are fine either way, and checking changes nothing.
+    z1, z2 = _views_with_a_zero_column()
+    checked = gaussian_mutual_information(z1, z2, standardize=False)
+    assert gaussian_mutual_information(z1, z2, standardize=False, check=False) == checked
 
 
 def _loss_and_grads(z1, z2, **kwargs):

@@ -21,10 +21,13 @@ LABELS = {
     "simclr": "SimCLR",
     "byol": "BYOL",
 }
-# Targets of the performance issue, as speed ratios EMIM / Barlow Twins (higher = EMIM faster).
-LOSS_TARGET_CELL = (256, 2048)  # (N, D)
-LOSS_TARGET = 1.0  # EMIM's loss no slower than Barlow Twins' loss
-STEP_TARGET = 0.95  # EMIM's training step at least 0.95x Barlow Twins' images/s
+# Targets, as speed ratios EMIM / Barlow Twins (higher = EMIM faster), EMIM in the form auto
+# picks: its loss at most 2x Barlow Twins' in every cell of the loss table, and no slower
+# where D >= 1024; its training step at least 0.95x Barlow Twins' images/s.
+LOSS_TARGET_WIDE_D = 1024
+LOSS_TARGET_NARROW = 0.5  # cells with D < LOSS_TARGET_WIDE_D
+LOSS_TARGET_WIDE = 1.0  # cells with D >= LOSS_TARGET_WIDE_D
+STEP_TARGET = 0.95
 
 
 def _target(name: str, ratio: float | None, threshold: float, detail: str) -> dict[str, Any]:
@@ -44,6 +47,23 @@ def _target(name: str, ratio: float | None, threshold: float, detail: str) -> di
     }
 
 
+def _worst_cell_target(vs_barlow: list[dict[str, Any]], wide: bool) -> dict[str, Any]:
+    """The loss target over the cells with D >= 1024 (``wide``) or D < 1024: the smallest
+    ratio t_barlow / t_emim (EMIM in the form auto picks) among them against its threshold."""
+    cells = [e for e in vs_barlow if (e["d"] >= LOSS_TARGET_WIDE_D) == wide and e["auto"]]
+    worst = min(cells, key=lambda e: e["auto"], default=None)
+    where = f"D >= {LOSS_TARGET_WIDE_D}" if wide else f"D < {LOSS_TARGET_WIDE_D}"
+    detail = "t_barlow / t_emim, EMIM in the form auto picks; slowest cell"
+    if worst is not None:
+        detail += f": N={worst['n']}, D={worst['d']} ({worst['auto_form']})"
+    return _target(
+        f"loss speed EMIM / Barlow Twins, every cell with {where}",
+        None if worst is None else worst["auto"],
+        LOSS_TARGET_WIDE if wide else LOSS_TARGET_NARROW,
+        detail,
+    )
+
+
 def ratio_tables(
     loss_rows: list[dict[str, Any]], step_rows: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -59,7 +79,9 @@ def ratio_tables(
         speed ratio ``t_barlow / t_emim`` of each EMIM form and of the form
         ``auto`` picks (> 1: EMIM faster); ``step_vs_fastest``: each method's
         images/s / the fastest's; ``step_emim_vs_barlow``: EMIM's images/s /
-        Barlow Twins'; ``targets``: the two targets with ratio and PASS/MISS.
+        Barlow Twins'; ``targets``: the loss targets (the slowest cell with
+        D < 1024 against 0.5, the slowest with D >= 1024 against 1.0) and the
+        step target, each with its ratio and PASS/MISS.
     """
     cells: dict[tuple[int, int], dict[str, float]] = {}
     for row in loss_rows:
@@ -82,15 +104,9 @@ def ratio_tables(
         ips["emim"] / ips["barlow_twins"] if {"emim", "barlow_twins"} <= ips.keys() else None
     )
 
-    n, d = LOSS_TARGET_CELL
-    loss_ratio = next((e["auto"] for e in loss_emim_vs_barlow if (e["n"], e["d"]) == (n, d)), None)
     targets = [
-        _target(
-            f"loss speed EMIM / Barlow Twins at N={n}, D={d}",
-            loss_ratio,
-            LOSS_TARGET,
-            f"t_barlow / t_emim, EMIM in the form auto picks ({emim_auto_form(n, d)})",
-        ),
+        _worst_cell_target(loss_emim_vs_barlow, wide=False),
+        _worst_cell_target(loss_emim_vs_barlow, wide=True),
         _target(
             "training step images/s EMIM / Barlow Twins",
             step_ratio,

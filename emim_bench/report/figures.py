@@ -59,16 +59,22 @@ def _fixed_jitter(seed: int = 0) -> Iterator[None]:
 
 
 def _palette(methods: Sequence[str]) -> dict[str, tuple]:
-    """A colour per method (group): the five methods of the paper keep theirs in every
-    report; groups that differ in their settings (``emim D=64``) are coloured in order,
-    from a palette wide enough that no two share a colour; the floor is grey."""
+    """A colour per method (group): the five methods of the paper keep tab10's first five in
+    every report; groups that differ in their settings (``emim D=64``) take tab10's other five,
+    then hues a golden-ratio step apart, so that groups listed next to each other (the values
+    of one factor) never get neighbouring hues; the floor is grey."""
     fixed = ["emim", "simclr", "byol", "barlow_twins", "vicreg"]
     extra = [m for m in method_order(methods) if m not in fixed and m != "random"]
-    n = len(fixed) + len(extra)
-    colours = sns.color_palette("tab10", 10) if n <= 10 else sns.color_palette("husl", n)
-    palette = {m: colours[i] for i, m in enumerate(fixed + extra)}
+    tab10 = sns.color_palette("tab10", 10)
+    palette = {m: tab10[i] for i, m in enumerate(fixed)}
+    for i, method in enumerate(extra):
+        hue = (0.1 + i * _GOLDEN_RATIO_STEP) % 1.0
+        palette[method] = tab10[5 + i] if len(extra) <= 5 else sns.husl_palette(1, h=hue)[0]
     palette["random"] = (0.45, 0.45, 0.45)
     return palette
+
+
+_GOLDEN_RATIO_STEP = 0.381966  # 1 - 1/phi: successive hues stay far apart on the circle
 
 
 def _axes_grid(n_rows: int, n_cols: int, width: float, height: float):

@@ -21,6 +21,7 @@ NOT_IDENTITY = (
     "logger",
     "progress_bar",
     "trainer.log_every_n_steps",
+    "method.kwargs.check_every_n_steps",
     # How batches reach the GPU and how often the host checks the loss: the same numbers.
     "trainer.pin_memory",
     "trainer.finite_check_every",
@@ -46,8 +47,9 @@ def run_id(cfg: DictConfig) -> str:
     as sorted JSON, without the keys that only place, fetch or present the run
     (``runs_root``, ``sweep``, ``data_root``, ``data.download``, ``force``, ``logger``,
     ``progress_bar``, ``trainer.log_every_n_steps``) or only say how batches reach the device
-    and how often the loss is checked (``trainer.pin_memory``, ``trainer.finite_check_every``),
-    and without the keys of :data:`ADDED_WITH_DEFAULT` while they hold that default.
+    and how often the host checks the loss (``trainer.pin_memory``,
+    ``trainer.finite_check_every``, EMIM's ``check_every_n_steps``), and without the keys of
+    :data:`ADDED_WITH_DEFAULT` while they hold that default.
 
     ``trainer.precision=auto`` hashes as ``auto``, whatever it resolves to on the machine
     (bf16 or fp16): a sweep planned on a login node finds the runs its GPU jobs make.
