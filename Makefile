@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.emim-bench-installed
 SOLO_LEARN := solo-learn==1.0.2
 
-.PHONY: setup test demo bench mutation lint clean-venv
+.PHONY: setup test demo bench gpu-check mutation lint clean-venv
 
 setup: $(STAMP)
 
@@ -42,6 +42,13 @@ demo: setup
 # Loss and training-step speed benchmarks -> reports/benchmarks/<cpu|cuda>.{json,md}.
 bench: setup
 	$(PY) -m emim_bench.cli bench
+
+# On a CUDA GPU (about 8 minutes): 2 epochs of the paper recipe per method (throughput, peak GPU
+# memory, loader share), the speed benchmark in the trainer's settings, and with 2+ GPUs a DDP
+# check of EMIM's loss -> reports/gpu_check/gpu_check.{md,json}, reports/benchmarks/cuda.{md,json}.
+# Exits 2 without a GPU; make gpu-check GPU_CHECK_ARGS="--cpu --out /tmp/x" rehearses on the CPU.
+gpu-check: setup
+	$(PY) -m emim_bench.cli gpu-check $(GPU_CHECK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check emim_bench tests

@@ -14,6 +14,7 @@ import sys
 
 from emim_bench import __version__
 from emim_bench.bench import cli as bench_cli
+from emim_bench.gpu_check import cli as gpu_check_cli
 from emim_bench.prepare import cli as prepare_cli
 from emim_bench.report import cli as report_cli
 from emim_bench.run import cli as run_cli
@@ -26,6 +27,7 @@ SUBCOMMANDS = (
     sweep_cli.register,
     report_cli.register,
     bench_cli.register,
+    gpu_check_cli.register,
     prepare_cli.register,
 )
 

@@ -148,6 +148,7 @@ def check_values(cfg: DictConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    _check_trainer(cfg.trainer)
     if cfg.trainer.sync_batchnorm and cfg.trainer.accelerator == "cpu":
         raise ConfigError(
             "trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
@@ -173,6 +174,29 @@ def check_values(cfg: DictConfig) -> None:
             )
         except (ValueError, TypeError) as error:
             raise ConfigError(f"method.kwargs: {error}") from None
+
+
+# Device settings of the trainer added after runs were made: a run's config.yaml from before
+# may lack them (they then take trainer=cpu's values, which compute what those runs computed).
+_TRAINER_SWITCHES = ("pin_memory", "persistent_workers", "channels_last", "cudnn_benchmark")
+_PRECISIONS = (32, 16, "bf16", "auto")
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    """The trainer's precision, device switches and finite-loss check interval.
+
+    Raises:
+        ConfigError: e.g. "trainer.precision must be one of 32, 16, bf16, auto; got 'fp8'".
+    """
+    precision = trainer.get("precision")
+    if isinstance(precision, bool) or str(precision) not in {str(p) for p in _PRECISIONS}:
+        raise ConfigError(f"trainer.precision must be one of 32, 16, bf16, auto; got {precision!r}")
+    for key in _TRAINER_SWITCHES:
+        if key in trainer and not isinstance(trainer[key], bool):
+            raise ConfigError(f"trainer.{key} must be true or false, got {trainer[key]!r}")
+    every = trainer.get("finite_check_every", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"trainer.finite_check_every must be an integer >= 1, got {every!r}")
 
 
 def _one_line(error: Exception) -> str:

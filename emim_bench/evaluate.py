@@ -14,23 +14,38 @@ from torch.utils.data import DataLoader, Dataset
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, dataset: Dataset, batch_size: int = 256, num_workers: int = 0
+    backbone: nn.Module,
+    dataset: Dataset | DataLoader,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features of every image of ``dataset``, in eval mode, on the backbone's device.
 
     Args:
         backbone: maps images (B, 3, H, W) to features (B, F).
-        dataset: items ``(image tensor (3, H, W), label)``.
+        dataset: items ``(image tensor (3, H, W), label)``; or a DataLoader of
+            ``(images, labels)`` batches over such items in order, used as it is (its own
+            batch size, workers, pinning and persistence; the three arguments below are then
+            ignored), so that its workers can persist from one call to the next.
+        batch_size, num_workers, pin_memory: of the DataLoader built over a dataset.
 
     Returns:
         ``(features, labels)``: float32 (N, F) on the CPU, int64 (N,).
     """
     device = next(backbone.parameters()).device
+    if isinstance(dataset, DataLoader):
+        loader = dataset
+    else:
+        loader = DataLoader(
+            dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory
+        )
     was_training = backbone.training
     backbone.eval()
     features, labels = [], []
-    for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
-        features.append(backbone(images.to(device)).float().cpu())
+    for images, targets in loader:
+        # Pinned batches copy asynchronously; .cpu() below waits for the features.
+        features.append(backbone(images.to(device, non_blocking=loader.pin_memory)).float().cpu())
         labels.append(torch.as_tensor(targets))
     backbone.train(was_training)
     return torch.cat(features), torch.cat(labels).long()

@@ -6,11 +6,13 @@ No assertion here is about speed: the numbers belong in the benchmark's output.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
 import torch
 
+from emim_bench import config
 from emim_bench.bench import cli as bench_cli
 from emim_bench.bench import logs as bench_logs
 from emim_bench.bench import loss as bench_loss
@@ -20,6 +22,7 @@ from emim_bench.bench import run as bench_run
 from emim_bench.bench import step as bench_step
 from emim_bench.bench import timing as bench_timing
 from emim_bench.cli import build_parser, main
+from emim_bench.run import device as run_device
 
 TINY = bench_timing.TimingPolicy(warmup=1, warmup_max=1, min_repeats=3, max_repeats=3, budget_s=0.0)
 
@@ -237,7 +240,7 @@ def test_loss_cells_timed_while_cpus_were_busy_are_timed_again(monkeypatch):
 def test_step_rounds_timed_while_cpus_were_busy_are_discarded(monkeypatch):
     monkeypatch.setattr(bench_timing.Patience, "wait_for_quiet", lambda self, max_wait_s=20.0: None)
     monkeypatch.setattr(
-        bench_step, "_step_closure", lambda name, options, device: lambda: torch.ones(())
+        bench_step, "_step_closure", lambda name, options, device, settings: lambda: torch.ones(())
     )
     real_round, rounds = bench_step._step_round, []
 
@@ -326,6 +329,52 @@ def test_step_comparison_gives_emim_and_barlow_twins_the_recipe_projector():
     for kwargs in (emim, barlow):
         assert (kwargs["proj_hidden_dim"], kwargs["proj_output_dim"]) == (2048, 2048)
     assert emim["optimizer"] == barlow["optimizer"] and emim["lr"] == barlow["lr"]
+
+
+def test_the_benchmark_step_uses_the_trainers_settings_for_the_device():
+    assert bench_step.step_device_settings("cpu") == run_device.device_settings(
+        config.load(["trainer=cpu"]).trainer
+    )
+
+
+def test_the_benchmark_step_runs_in_the_settings_precision_and_memory_format(monkeypatch):
+    seen = {}
+    build = bench_step.build_method
+
+    def spying_build(name, **kwargs):
+        method = build(name, **kwargs)
+        step = method.training_step
+
+        def training_step(batch, batch_idx):
+            seen["autocast"] = torch.is_autocast_enabled("cpu")
+            seen["dtype"] = torch.get_autocast_dtype("cpu") if seen["autocast"] else None
+            seen["views"] = all(
+                v.is_contiguous(memory_format=torch.channels_last) for v in batch[1]
+            )
+            conv = next(m for m in method.modules() if isinstance(m, torch.nn.Conv2d))
+            seen["weights"] = conv.weight.is_contiguous(memory_format=torch.channels_last)
+            return step(batch, batch_idx)
+
+        method.training_step = training_step
+        return method
+
+    monkeypatch.setattr(bench_step, "build_method", spying_build)
+    settings = run_device.DeviceSettings(
+        accelerator="cpu",
+        precision="bf16",
+        channels_last=True,
+        cudnn_benchmark=False,
+        num_workers=0,
+        pin_memory=False,
+        persistent_workers=False,
+    )
+    options = bench_options.BenchOptions(batch_size=4, steps=1, warmup_steps=0)
+    loss = bench_step._step_closure("simclr", options, torch.device("cpu"), settings)()
+    assert math.isfinite(float(loss))
+    assert seen == {"autocast": True, "dtype": torch.bfloat16, "views": True, "weights": True}
+    plain = run_device.device_settings(config.load(["trainer=cpu"]).trainer)
+    bench_step._step_closure("simclr", options, torch.device("cpu"), plain)()
+    assert seen == {"autocast": False, "dtype": None, "views": False, "weights": False}
 
 
 def test_csv_log_simulation_matches_the_bytes_lightnings_logger_writes(tmp_path, monkeypatch):

@@ -62,6 +62,17 @@ def test_a_done_run_gives_its_metrics_training_figures_and_versions(tmp_path):
     assert row.setting == "cifar10 · resnet18 · 3 epochs · 2000 training images"
 
 
+def test_the_precision_a_run_trained_in_wins_over_its_configured_auto(tmp_path):
+    auto = make_run(tmp_path, "emim", 0, 40.0)
+    results = json.loads((auto / "results.json").read_text())
+    results["config"]["trainer"]["precision"] = "auto"
+    results["precision"] = "bf16"  # what trainer.precision=auto resolved to on its GPU
+    (auto / "results.json").write_text(json.dumps(results))
+    older = make_run(tmp_path, "emim", 1, 41.0)  # results.json from before the field: config's
+    rows = _rows(tmp_path)
+    assert (rows.loc[auto.name, "precision"], rows.loc[older.name, "precision"]) == ("bf16", "32")
+
+
 def test_results_fields_win_over_the_config_and_a_val_split_is_kept(tmp_path):
     run = make_run(tmp_path, "emim", 0, 40.0)
     results = json.loads((run / "results.json").read_text())

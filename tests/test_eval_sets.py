@@ -193,6 +193,21 @@ def test_features_are_those_of_the_bank_and_the_scored_images_in_eval_transform(
     assert inferred.num_classes == 10  # largest training label + 1
 
 
+def test_evaluation_loaders_are_built_once_and_their_workers_persist(root):
+    sets = EvalSets(config.load([*SIZES, "trainer.num_workers=1"]), root)
+    loader = sets.loader("test")
+    assert loader is sets.loader("test") and loader.dataset is sets.test
+    assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (1, True, False)
+    assert sets.loader("train").dataset is sets.train
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4))
+    first = sets.features(backbone)
+    again = sets.features(backbone)  # the same workers, the same images in the same order
+    inline = EvalSets(config.load(SIZES), root).features(backbone)  # no workers
+    for a, b, c in zip(first, again, inline):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
 def test_diagnostic_views_come_from_the_scored_images(root):
     on_test = EvalSets(config.load([*SIZES, "seed=3"]), root).held_out_views(4)
     on_val = EvalSets(config.load([*SIZES, "seed=3", "data.val_size=500"]), root)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from emim_bench import config
 from emim_bench.run import identity as run_identity
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_run_dir_is_a_pure_function_of_the_config(tmp_path):
@@ -66,3 +70,65 @@ def test_the_id_is_a_function_of_resolved_values_and_needs_only_the_naming_keys(
     )
     minimal.seed = 3
     assert run_identity.run_id(minimal).startswith("emim-cifar10-r18-s3-")
+
+
+def _ids_before_the_device_settings() -> dict[str, set[str]]:
+    """``{sweep: run ids}`` of ``tests/fixtures/cpu_sweep_run_ids.txt``."""
+    ids: dict[str, set[str]] = {}
+    for line in (REPO / "tests" / "fixtures" / "cpu_sweep_run_ids.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            sweep, run_id = line.split()
+            ids.setdefault(sweep, set()).add(run_id)
+    return ids
+
+
+def test_the_cpu_sweeps_keep_the_run_ids_they_had_before_the_device_settings(tmp_path):
+    """The trainer's device settings (added while emim_ablation_cpu was running) leave the
+    id of every run of every CPU sweep alone, so finished runs are found and partial ones
+    resume."""
+    from emim_bench.sweep.file import load_sweep
+    from emim_bench.sweep.plan import plan
+
+    before = _ids_before_the_device_settings()
+    assert set(before) == {"cpu_demo", "cifar10_cpu_budget", "emim_ablation_cpu", "smoke"}
+    for sweep, ids in before.items():
+        planned = plan(load_sweep(REPO / "sweeps" / f"{sweep}.yaml"), [f"runs_root={tmp_path}"])
+        assert {run.run_id for run in planned} == ids, sweep
+
+
+def test_device_settings_at_the_cpu_defaults_leave_the_id_alone_and_others_change_it():
+    base = ["method=emim", "budget=cpu"]
+    expected = "emim-cifar10-resnet18-s0-8ac206cd"  # made before the keys existed
+    cpu_defaults = [
+        "trainer.channels_last=false",
+        "trainer.cudnn_benchmark=false",
+        "trainer.persistent_workers=true",
+        "trainer.pin_memory=false",
+        "trainer.finite_check_every=1",
+    ]
+    assert run_identity.run_id(config.load([*base, *cpu_defaults])) == expected
+    # How batches reach the device and how often the loss is checked: the same numbers.
+    for same in ("trainer.pin_memory=true", "trainer.finite_check_every=50"):
+        assert run_identity.run_id(config.load([*base, same])) == expected, same
+    # Other kernels, or loader workers drawing other augmentations: other numbers.
+    changed = {
+        run_identity.run_id(config.load([*base, other]))
+        for other in (
+            "trainer.channels_last=true",
+            "trainer.cudnn_benchmark=true",
+            "trainer.persistent_workers=false",
+        )
+    }
+    assert len(changed) == 3 and expected not in changed
+
+
+def test_a_config_written_before_the_device_settings_has_the_id_it_had():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(config.load(["method=emim", "budget=cpu"]), resolve=True)
+    for key in ("channels_last", "cudnn_benchmark", "persistent_workers", "pin_memory"):
+        del cfg["trainer"][key]
+    del cfg["trainer"]["finite_check_every"]
+    old = OmegaConf.create(cfg)
+    assert run_identity.run_id(old) == "emim-cifar10-resnet18-s0-8ac206cd"
+    config.check_values(old)  # and it is still a valid config (emim-bench evaluate reads it)

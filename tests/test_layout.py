@@ -104,7 +104,7 @@ def test_help_imports_no_torch_lightning_or_solo_learn():
     code = (
         "from emim_bench.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "for sub in ('pretrain', 'sweep', 'report', 'bench', 'prepare'):\n"
+        "for sub in ('pretrain', 'sweep', 'report', 'bench', 'gpu-check', 'prepare'):\n"
         "    try:\n        main([sub, '--help'])\n    except SystemExit:\n        pass"
     )
     assert _loaded_after(code) == []

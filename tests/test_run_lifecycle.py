@@ -253,6 +253,61 @@ def test_non_finite_loss_on_another_rank_stops_this_one():
         guard.on_before_backward(Trainer(), None, torch.tensor(1.0))  # finite here
 
 
+class _OneRank:
+    """A strategy whose all-reduce is the identity, counting the host synchronisations."""
+
+    def __init__(self):
+        self.checks = 0
+
+    def reduce_boolean_decision(self, decision, all=True):
+        self.checks += 1
+        return decision
+
+
+class _Trainer:
+    def __init__(self):
+        self.strategy, self.global_step, self.current_epoch = _OneRank(), 0, 0
+
+
+def _steps(guard, trainer, losses):
+    for loss in losses:
+        guard.on_before_backward(trainer, None, torch.tensor(loss))
+        trainer.global_step += 1
+
+
+def test_the_loss_is_checked_every_k_steps_and_a_nan_between_is_named_at_its_step():
+    guard, trainer = run_trainer._NonFiniteLossGuard(every=5), _Trainer()
+    guard.on_train_start(trainer, None)
+    _steps(guard, trainer, [1.0] * 10)
+    assert trainer.strategy.checks == 2  # steps 5 and 10: no host synchronisation between
+    _steps(guard, trainer, [1.0, float("nan"), 1.0, 2.0])  # steps 11-14: the next check is 15
+    with pytest.raises(run_trainer.NonFiniteLossError) as error:
+        _steps(guard, trainer, [float("nan")])  # step 15: checked
+    assert str(error.value).startswith(
+        "non-finite training loss at step 12 (epoch 1; the loss is checked every 5 steps)"
+    )
+
+
+def test_a_nan_after_the_last_check_of_an_epoch_stops_before_its_checkpoint():
+    guard, trainer = run_trainer._NonFiniteLossGuard(every=50), _Trainer()
+    guard.on_train_start(trainer, None)
+    _steps(guard, trainer, [1.0, 1.0, float("inf")])
+    assert trainer.strategy.checks == 0
+    with pytest.raises(run_trainer.NonFiniteLossError, match="at step 3 \\(epoch 1"):
+        guard.on_train_epoch_end(trainer, None)  # runs before ModelCheckpoint's
+
+
+def test_checking_every_step_stops_before_the_bad_steps_backward():
+    guard, trainer = run_trainer._NonFiniteLossGuard(every=1), _Trainer()
+    guard.on_train_start(trainer, None)
+    _steps(guard, trainer, [1.0, 1.0])
+    with pytest.raises(
+        run_trainer.NonFiniteLossError, match=r"^non-finite training loss at step 3 \(epoch 1\); "
+    ):
+        guard.on_before_backward(trainer, None, torch.tensor(float("nan")))
+    assert trainer.strategy.checks == 3
+
+
 # ---------------------------------------------------------------------------------------
 # DDP: two CPU processes with gloo
 # ---------------------------------------------------------------------------------------

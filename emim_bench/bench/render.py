@@ -302,12 +302,13 @@ def render_markdown(result: dict[str, Any]) -> str:
             "",
             f"ResNet-18 with the {stem} stem, {settings['image_size']} px, batch "
             f"{settings['batch_size']} source images x 2 views; images/s counts source images "
-            "(views/s = 2x). One step = the method's `training_step` + backward + LARS-SGD step "
-            "(+ EMA update for BYOL), outside a Trainer; "
+            "(views/s = 2x). One step = the method's `training_step` + backward + optimizer "
+            "step (`budget=cpu`'s Adam; + EMA update for BYOL), outside a Trainer; "
             f"median of {settings['steps']} timed steps "
             f"after {settings['warmup_steps']} warm-up steps, methods interleaved round-robin. "
             "Rounds discarded and run again because other processes used the CPUs meanwhile: "
             f"{result['step'][0].get('discarded_rounds', 0)}; * marks a disturbed row.",
+            *_step_device_line(settings.get("step_device")),
             "",
             *_table(
                 ["method", "projector (hidden -> out)", "ms / step", "images/s", "views/s"],
@@ -324,6 +325,24 @@ def render_markdown(result: dict[str, Any]) -> str:
             ),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _step_device_line(device: dict[str, Any] | None) -> list[str]:
+    """The trainer settings the training step ran in (none for results made before them)."""
+    if not device:
+        return []
+    memory = "channels-last" if device["channels_last"] else "contiguous (NCHW)"
+    return [
+        "",
+        f"The step runs as the trainer runs it on this device (`emim_bench/run/device.py`): "
+        f"precision {device['precision']}"
+        + {"16": " (float16 autocast, gradient scaler)", "bf16": " (bfloat16 autocast)"}.get(
+            device["precision"], ""
+        )
+        + f", {memory} memory format, cudnn.benchmark "
+        + ("on" if device["cudnn_benchmark"] else "off")
+        + ".",
+    ]
 
 
 def _busy_warning(result: dict[str, Any]) -> list[str]:

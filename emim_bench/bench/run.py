@@ -21,7 +21,12 @@ from emim_bench.bench.logs import paper_cifar_log_volume
 from emim_bench.bench.loss import FULL_GRID, QUICK_GRID, run_loss_grid
 from emim_bench.bench.options import BenchOptions
 from emim_bench.bench.render import ratio_tables
-from emim_bench.bench.step import STEP_METHODS, bench_steps, step_method_kwargs
+from emim_bench.bench.step import (
+    STEP_METHODS,
+    bench_steps,
+    step_device_settings,
+    step_method_kwargs,
+)
 from emim_bench.bench.timing import FULL_LOSS_POLICY, QUICK_LOSS_POLICY, OtherCpuLoad, Patience
 
 
@@ -93,6 +98,7 @@ _TIMED_SOURCES = (
     "bench/timing.py",
     "losses.py",
     "methods.py",
+    "run/device.py",
     "run/trainer.py",
 )
 
@@ -132,6 +138,8 @@ def make_result(
                 k: list(v) for k, v in (QUICK_GRID if options.quick else FULL_GRID).items()
             },
             "loss_policy": asdict(QUICK_LOSS_POLICY if options.quick else FULL_LOSS_POLICY),
+            # The trainer's settings on this device, in which the training step ran.
+            "step_device": step_device_settings(device).describe(),
             "method_kwargs": {
                 name: {
                     k: v

@@ -1,4 +1,9 @@
-"""The training-step benchmark: one full solo-learn step per method, outside a Trainer."""
+"""The training-step benchmark: one full solo-learn step per method, outside a Trainer.
+
+The step runs as the trainer runs it on the device: in the precision (autocast dtype, fp16's
+gradient scaler), memory format and cuDNN autotuning of :func:`step_device_settings`, which
+come from the same function as the Trainer's (:func:`emim_bench.run.device.device_settings`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from emim_bench import config
 from emim_bench.bench.options import BenchOptions
 from emim_bench.bench.timing import OtherCpuLoad, Patience, synchronizer
 from emim_bench.methods import build_method
+from emim_bench.run.device import DeviceSettings, channels_last_batch, device_settings
 from emim_bench.run.trainer import method_kwargs
 
 STEP_METHODS = ("emim", "barlow_twins", "vicreg", "simclr", "byol")
@@ -43,6 +49,14 @@ def step_method_kwargs(name: str, batch_size: int, cifar_stem: bool = False) -> 
     return method_kwargs(cfg, num_classes=10)
 
 
+def step_device_settings(device: torch.device | str) -> DeviceSettings:
+    """The settings the trainer trains with on ``device``: ``trainer=gpu``'s on cuda,
+    ``trainer=cpu``'s on the CPU, resolved by :func:`emim_bench.run.device.device_settings`
+    (``auto`` precision: bf16 where the GPU has it, else fp16)."""
+    trainer = "gpu" if torch.device(device).type == "cuda" else "cpu"
+    return device_settings(config.load([f"trainer={trainer}"]).trainer)
+
+
 def two_view_batch(batch_size: int, image_size: int, device: torch.device | str, seed: int = 0):
     """A solo-learn training batch ``(indexes, [view1, view2], targets)`` of random images.
 
@@ -60,26 +74,39 @@ def _no_log(*args, **kwargs) -> None:
     """Stands in for ``LightningModule.log``/``log_dict`` outside a Trainer."""
 
 
-def _step_closure(name: str, options: BenchOptions, device: torch.device):
+def _step_closure(name: str, options: BenchOptions, device: torch.device, settings: DeviceSettings):
     """Build method ``name`` and its optimizer; return a closure doing one training step.
 
-    The closure runs ``training_step`` (the method's own), backward, the LARS
-    step and, for momentum methods (BYOL), the EMA update Lightning would run in
-    ``on_train_batch_end``. It returns the step's loss, detached (0-dim tensor).
+    The closure runs ``training_step`` (the method's own) under autocast to
+    ``settings.autocast_dtype`` (none at 32-bit), backward, the optimizer step (through a
+    gradient scaler for fp16, as Lightning does) and, for momentum methods (BYOL), the EMA
+    update Lightning would run in ``on_train_batch_end``. Model and batch are in
+    ``settings.memory_format``. It returns the step's loss, detached (0-dim tensor).
     """
     torch.manual_seed(0)
     method = build_method(name, **step_method_kwargs(name, options.batch_size, options.cifar_stem))
     method = method.to(device).train()
+    batch = two_view_batch(options.batch_size, options.image_size, device)
+    if settings.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+        batch = channels_last_batch(batch)
     method.log, method.log_dict = _no_log, _no_log  # no Trainer to log to
     optimizer = method.configure_optimizers()
-    batch = two_view_batch(options.batch_size, options.image_size, device)
+    scaler = torch.amp.GradScaler(device.type) if settings.grad_scaler else None
+    dtype = settings.autocast_dtype
     momentum_pairs = getattr(method, "momentum_pairs", [])
 
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss = method.training_step(batch, 0)
-        loss.backward()
-        optimizer.step()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = method.training_step(batch, 0)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         for online, target in momentum_pairs:
             method.momentum_updater.update(online, target)
         return loss.detach()
@@ -114,7 +141,9 @@ def bench_steps(
     Warm-up rounds first, then timed rounds; a round is one step of each
     method in turn (round-robin), so a slow-down of the machine hits every
     method alike. A round during which other processes were busy is discarded
-    and run again once they are quiet, while ``patience`` lasts.
+    and run again once they are quiet, while ``patience`` lasts. Each step runs in the
+    trainer's settings for ``device`` (:func:`step_device_settings`), with
+    ``torch.backends.cudnn.benchmark`` set as the trainer sets it (and restored after).
 
     Returns:
         One row per method: ``{"method", "median_s"`` (seconds per step),
@@ -125,7 +154,20 @@ def bench_steps(
     """
     patience = patience or Patience(0.0)
     sync = synchronizer(device)
-    steps = {name: _step_closure(name, options, device) for name in STEP_METHODS}
+    settings = step_device_settings(device)
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+    try:
+        return _timed_rounds(options, device, settings, patience, sync)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def _timed_rounds(
+    options: BenchOptions, device: torch.device, settings: DeviceSettings, patience: Patience, sync
+) -> list[dict[str, Any]]:
+    """The warm-up and timed rounds of :func:`bench_steps`, and its rows."""
+    steps = {name: _step_closure(name, options, device, settings) for name in STEP_METHODS}
     kept: list[dict[str, Any]] = []
     discarded = 0
     total = len(STEP_METHODS) * (options.warmup_steps + options.steps)

@@ -226,6 +226,8 @@ def _read_run(run: Path) -> dict:
             if results.get(key) is not None:
                 row[key] = results[key]
         row.update(status="done", detail="")
+        if results.get("precision") is not None:  # what trainer.precision=auto resolved to
+            row["precision"] = results["precision"]
         row["eval_split"] = results.get("eval_split") or "test"  # earlier runs: the test split
         row.update({k: v for k, v in (results.get("metrics") or {}).items()})
         row.update({k: (results.get("train") or {}).get(k) for k in TRAIN_FIELDS})

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from emim_bench import data, evaluate
 from emim_bench.metrics import alignment, effective_rank, uniformity
+from emim_bench.run.device import loader_kwargs
 
 
 class EvalSets:
@@ -25,6 +26,8 @@ class EvalSets:
     ``val_indices`` are those images' indices in the training split (None without).
     ``num_classes`` is the dataset's class count (``data.num_classes``; for an image folder,
     the training split's largest label + 1), whatever classes a test subset happens to hold.
+    Their loaders (:meth:`loader`) are built once, with the run's loader options, so their
+    workers persist from one evaluation to the next with ``trainer.persistent_workers``.
     """
 
     def __init__(self, cfg: DictConfig, root: Path):
@@ -35,8 +38,21 @@ class EvalSets:
         self.split = "test" if self.val_indices is None else "val"
         self.test = scored_images(cfg, root, self.val_indices, transform)
         self.num_classes = cfg.data.num_classes or int(data.labels_of(self.train).max()) + 1
-        self.batch_size, self.num_workers = cfg.eval.batch_size, cfg.trainer.num_workers
+        self.batch_size = cfg.eval.batch_size
+        self.loader_options = loader_kwargs(cfg.trainer)
+        self._loaders: dict[str, DataLoader] = {}
         self._cfg, self._root = cfg, root
+
+    def loader(self, split: str) -> DataLoader:
+        """The loader of ``"train"`` or ``"test"``: ``(images, labels)`` batches of
+        ``eval.batch_size`` in order, with :func:`~emim_bench.run.device.loader_kwargs`'s
+        workers, pinning and persistence; built at the first call, the same object after."""
+        if split not in self._loaders:
+            images = {"train": self.train, "test": self.test}[split]
+            self._loaders[split] = DataLoader(
+                images, batch_size=self.batch_size, **self.loader_options
+            )
+        return self._loaders[split]
 
     def held_out_views(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Two views, (n, 3, H, W) float32 each, of the first ``n`` scored images,
@@ -60,8 +76,8 @@ class EvalSets:
 
     def features(self, backbone: torch.nn.Module):
         """``(train_features, train_labels, test_features, test_labels)`` of ``backbone``."""
-        train = evaluate.extract_features(backbone, self.train, self.batch_size, self.num_workers)
-        test = evaluate.extract_features(backbone, self.test, self.batch_size, self.num_workers)
+        train = evaluate.extract_features(backbone, self.loader("train"))
+        test = evaluate.extract_features(backbone, self.loader("test"))
         return (*train, *test)
 
 

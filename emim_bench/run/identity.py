@@ -22,10 +22,22 @@ NOT_IDENTITY = (
     "progress_bar",
     "trainer.log_every_n_steps",
     "method.kwargs.check_every_n_steps",
+    # How batches reach the GPU and how often the host checks the loss: the same numbers.
+    "trainer.pin_memory",
+    "trainer.finite_check_every",
 )
 # Keys added to the configs after runs were made, with the default that computes what those
 # runs computed: left out of the hash while at that default, so earlier run ids stay valid.
-ADDED_WITH_DEFAULT = {"data.val_size": None}
+ADDED_WITH_DEFAULT = {
+    "data.val_size": None,
+    # Other convolution kernels (channels-last, cuDNN's autotuned ones) round differently.
+    "trainer.channels_last": False,
+    "trainer.cudnn_benchmark": False,
+    # Persistent loader workers carry their random generators from epoch to epoch, so they
+    # draw other augmentations than workers started afresh each epoch. The pretraining
+    # loader's workers always persisted.
+    "trainer.persistent_workers": True,
+}
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -34,8 +46,13 @@ def run_id(cfg: DictConfig) -> str:
     The hash is the first 8 hex digits of the SHA-256 of the resolved config
     as sorted JSON, without the keys that only place, fetch or present the run
     (``runs_root``, ``sweep``, ``data_root``, ``data.download``, ``force``, ``logger``,
-    ``progress_bar``, ``trainer.log_every_n_steps``, EMIM's ``check_every_n_steps``),
-    and without the keys of :data:`ADDED_WITH_DEFAULT` while they hold that default.
+    ``progress_bar``, ``trainer.log_every_n_steps``) or only say how batches reach the device
+    and how often the host checks the loss (``trainer.pin_memory``,
+    ``trainer.finite_check_every``, EMIM's ``check_every_n_steps``), and without the keys of
+    :data:`ADDED_WITH_DEFAULT` while they hold that default.
+
+    ``trainer.precision=auto`` hashes as ``auto``, whatever it resolves to on the machine
+    (bf16 or fp16): a sweep planned on a login node finds the runs its GPU jobs make.
     """
     identity = OmegaConf.to_container(cfg, resolve=True)
     dropped = [*NOT_IDENTITY, *(k for k, v in ADDED_WITH_DEFAULT.items() if _get(identity, k) == v)]

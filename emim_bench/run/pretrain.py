@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
@@ -11,10 +12,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from solo.methods import METHODS
-from torch.utils.data import DataLoader
 
 from emim_bench import config, data
 from emim_bench.methods import build_method
+from emim_bench.run.device import loader_kwargs
 from emim_bench.run.directory import (
     CONFIG_FILE,
     CURVE_FILE,
@@ -51,7 +52,7 @@ from emim_bench.run.trainer import (
 )
 
 
-def run(cfg: DictConfig) -> dict | None:
+def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict | None:
     """Pretrain one configured method, evaluate it offline and write its run directory.
 
     The run directory (:func:`run_dir`) receives ``config.yaml`` (resolved),
@@ -63,7 +64,7 @@ def run(cfg: DictConfig) -> dict | None:
     trains and evaluates.
 
     Under DDP every rank calls this; only rank 0 claims, writes and evaluates, the others
-    train and return None.
+    train and return None. ``callbacks`` are added to the Trainer's own (a step timer, say).
 
     Returns:
         The results dict (the existing one when the run was already done); None on a rank
@@ -91,15 +92,17 @@ def run(cfg: DictConfig) -> dict | None:
     if results_path.is_file() and is_rank_zero():
         print(f"{run_id(cfg)}: {results_path} is not valid JSON: evaluating again")
     if not is_rank_zero():
-        return _pretrain_and_evaluate(cfg, root, out)  # a DDP worker: trains, writes nothing
+        return _pretrain_and_evaluate(cfg, root, out, callbacks)  # a DDP worker: trains only
     out.mkdir(parents=True, exist_ok=True)
     with Claim(out) as claim:
         if claim.taken_over:
             print(f"{run_id(cfg)}: taking over the claim of {claim.taken_over} (no longer running)")
-        return _claimed_run(cfg, root, out)
+        return _claimed_run(cfg, root, out, callbacks)
 
 
-def _claimed_run(cfg: DictConfig, root: Path, out: Path) -> dict:
+def _claimed_run(
+    cfg: DictConfig, root: Path, out: Path, callbacks: Sequence[pl.Callback] = ()
+) -> dict:
     """:func:`run` on rank 0 once the run is claimed: prepare, train, evaluate, write."""
     versions()  # read the commit now, while the checkout still holds the code being run
     results_path = out / RESULTS_FILE
@@ -110,7 +113,7 @@ def _claimed_run(cfg: DictConfig, root: Path, out: Path) -> dict:
     write_text_atomic(out / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     started = utc_now()
     try:
-        results = _pretrain_and_evaluate(cfg, root, out)
+        results = _pretrain_and_evaluate(cfg, root, out, callbacks)
     except Exception as error:
         write_json_atomic(
             out / FAILED_FILE,
@@ -129,11 +132,13 @@ def _claimed_run(cfg: DictConfig, root: Path, out: Path) -> dict:
     return results
 
 
-def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict | None:
+def _pretrain_and_evaluate(
+    cfg: DictConfig, root: Path, out: Path, callbacks: Sequence[pl.Callback] = ()
+) -> dict | None:
     reset_peak_memory()
     pl.seed_everything(cfg.seed, workers=True)
     eval_sets = EvalSets(cfg, root)
-    trainer = make_trainer(cfg, out, eval_sets)
+    trainer = make_trainer(cfg, out, eval_sets, callbacks)
     kwargs = method_kwargs(cfg, eval_sets.num_classes, trainer.world_size)
     if cfg.method.name == "random":
         method = METHODS["base"](**kwargs)  # an untrained backbone: the floor
@@ -150,15 +155,15 @@ def _pretrain_and_evaluate(cfg: DictConfig, root: Path, out: Path) -> dict | Non
             cfg.data.train_size,
             cfg.seed,
         )
-        loader = pretrain_loader(pretrain_set, cfg.batch_size, cfg.trainer.num_workers, cfg.seed)
+        loader = pretrain_loader(
+            pretrain_set, cfg.batch_size, seed=cfg.seed, **loader_kwargs(cfg.trainer)
+        )
         resume = out / LAST_CHECKPOINT
         check_checkpoint(resume)
         trainer.fit(
             method,
             loader,
-            DataLoader(
-                eval_sets.test, batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers
-            ),
+            eval_sets.loader("test"),  # the online probe's validation: the scored images
             ckpt_path=str(resume) if resume.is_file() else None,
         )
         if not trainer.is_global_zero:

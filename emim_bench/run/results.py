@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from emim_bench.run.device import resolve_precision
 from emim_bench.run.directory import CURVE_FILE, last_curve_row
 from emim_bench.run.identity import run_id
 
@@ -60,7 +61,9 @@ def results_record(cfg: DictConfig, trainer: pl.Trainer, metrics: dict, out: Pat
     resumed run: ``wall_time_s`` is the training time of the epochs that reached a
     checkpoint (seconds, kNN monitoring excluded; an epoch cut by a kill and repeated counts
     once), ``steps`` the optimizer steps of the whole run, ``images_per_s`` source images
-    (two views each, all ranks) per second of that time.
+    (two views each, all ranks) per second of that time. ``precision`` is the one the run
+    trained in (its last start): ``trainer.precision`` resolved on this machine
+    (:func:`~emim_bench.run.device.resolve_precision`: ``auto`` becomes "bf16" or "16").
     """
     last = last_curve_row(out / CURVE_FILE)
     train_s = float(last.get("wall_s") or 0.0)
@@ -75,6 +78,7 @@ def results_record(cfg: DictConfig, trainer: pl.Trainer, metrics: dict, out: Pat
         "seed": cfg.seed,
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
+        "precision": str(resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)),
         "metrics": metrics,
         # The images the metrics are scored on: "val" (data.val_size held out of the
         # training split, for choosing settings) or "test" (for reporting).

@@ -1,11 +1,13 @@
 """The Lightning side of a run: the pretraining loader, the method's kwargs, the Trainer and
-its callbacks (per-epoch curve with kNN monitor, non-finite loss guard, atomic checkpoints)."""
+its callbacks (per-epoch curve with kNN monitor, non-finite loss guard, channels-last
+conversion, atomic checkpoints)."""
 
 from __future__ import annotations
 
 import os
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emim_bench import evaluate
 from emim_bench.data import IndexedDataset
+from emim_bench.run.device import channels_last_batch, device_settings
 from emim_bench.run.directory import CURVE_FILE, append_curve_row, rewind_curve
 from emim_bench.run.evaluation import EvalSets, representation_diagnostics
 from emim_bench.run.identity import run_id
@@ -51,12 +54,19 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 def pretrain_loader(
-    dataset: Dataset, batch_size: int, num_workers: int = 0, seed: int = 0
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    seed: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = True,
 ) -> DataLoader:
     """Shuffled loader of ``(index, [view1, view2], label)`` batches, dropping the last partial one.
 
     ``dataset`` returns ``(views, label)``; the index that solo-learn's
-    ``training_step`` expects is added here.
+    ``training_step`` expects is added here. ``pin_memory`` and ``persistent_workers`` are
+    the DataLoader's (see :func:`emim_bench.run.device.loader_kwargs`); workers persist only
+    where there are workers.
 
     The order of each epoch depends on ``seed`` and the epoch only
     (:class:`EpochShuffleSampler`; under DDP Lightning swaps in a ``DistributedSampler``
@@ -69,7 +79,8 @@ def pretrain_loader(
         sampler=EpochShuffleSampler(len(dataset), seed),
         drop_last=True,
         num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers and num_workers > 0,
     )
 
 
@@ -303,26 +314,92 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _NonFiniteLossGuard(pl.Callback):
-    """Stops training with :class:`NonFiniteLossError` at the first NaN/inf training loss.
+    """Stops training with :class:`NonFiniteLossError` once a training loss was NaN/inf.
 
-    Checked before the backward pass, so the weights never take the bad step. Under DDP the
-    decision is reduced over the ranks (any rank's non-finite loss stops all of them), so
-    every rank raises the same error instead of the others waiting in the next collective.
+    Every step records on the device, without waiting for it, whether the loss is finite
+    and the first step at which it was not. The host reads that record (one synchronisation
+    with the device) every ``every`` steps and at the end of every epoch, before the epoch's
+    checkpoint is written, so a checkpoint never holds weights trained on a non-finite loss.
+
+    With ``every=1`` (the CPU default) the check comes before the backward pass of the bad
+    step, so the weights never take it. With ``every=K`` a NaN between two checks is caught
+    at the next check (or at the epoch's end): by then the weights have taken the steps in
+    between, so every later loss may be non-finite too, and the error names the first
+    non-finite step this rank recorded, which may be earlier than the check that found it
+    (and the step at which the check ran when another rank's loss was the bad one).
+
+    Under DDP the decision is reduced over the ranks at each check (any rank's non-finite
+    loss stops all of them), so every rank raises the same error instead of the others
+    waiting in the next collective; the ranks check at the same steps.
     """
 
+    def __init__(self, every: int = 1):
+        self.every = every
+        self._first_bad: torch.Tensor | None = None  # 0-dim int64: first bad step, 0 if none
+
+    def on_train_start(self, trainer, module):
+        self._first_bad = None
+
     def on_before_backward(self, trainer, module, loss):
-        bad = not bool(torch.isfinite(loss).all())
-        if trainer.strategy.reduce_boolean_decision(bad, all=False):
+        step = trainer.global_step + 1
+        bad = ~torch.isfinite(loss.detach()).all()
+        if self._first_bad is None:
+            self._first_bad = torch.zeros((), dtype=torch.int64, device=loss.device)
+        self._first_bad = torch.where(bad & (self._first_bad == 0), step, self._first_bad)
+        if step % self.every == 0:
+            self._check(trainer, step)
+
+    def on_train_epoch_end(self, trainer, module):
+        if self._first_bad is not None:
+            self._check(trainer, trainer.global_step)
+
+    def _check(self, trainer, step: int) -> None:
+        first = int(self._first_bad) if self._first_bad is not None else 0  # waits for the device
+        if trainer.strategy.reduce_boolean_decision(first > 0, all=False):
+            seen = "" if self.every == 1 else f"; the loss is checked every {self.every} steps"
             raise NonFiniteLossError(
-                f"non-finite training loss at step {trainer.global_step + 1} "
-                f"(epoch {trainer.current_epoch + 1}); lower the learning rate or check the data"
+                f"non-finite training loss at step {first or step} "
+                f"(epoch {trainer.current_epoch + 1}{seen}); lower the learning rate or check "
+                "the data"
             )
 
 
-def make_trainer(cfg: DictConfig, out: Path, eval_sets: EvalSets) -> pl.Trainer:
+class ChannelsLast(pl.Callback):
+    """Model weights and image batches in channels-last (NHWC) memory format.
+
+    The model is converted in ``setup``, before Lightning moves it to the device and wraps it
+    for DDP (which keeps the format); each training and validation batch on the device,
+    before the step (its lists are changed in place: :func:`channels_last_batch`).
+    Convolutions on tensor cores run in NHWC, so on GPUs this saves the layout changes cuDNN
+    would make around every convolution.
+    """
+
+    def setup(self, trainer, module, stage=None):
+        module.to(memory_format=torch.channels_last)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        channels_last_batch(batch)
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        channels_last_batch(batch)
+
+
+def make_trainer(
+    cfg: DictConfig, out: Path, eval_sets: EvalSets, extra_callbacks: Sequence[pl.Callback] = ()
+) -> pl.Trainer:
+    """The Lightning Trainer of a run writing to ``out``, with its callbacks and loggers.
+
+    Precision, memory format and cuDNN autotuning come from
+    :func:`emim_bench.run.device.device_settings` (the benchmark's training step takes them
+    from there too); ``extra_callbacks`` (e.g. a step timer) come after the run's own.
+
+    Raises:
+        ValueError: an unknown ``trainer.precision``.
+    """
+    device = device_settings(cfg.trainer)
     callbacks = [
         EpochSeed(cfg.seed),
-        _NonFiniteLossGuard(),
+        _NonFiniteLossGuard(cfg.trainer.get("finite_check_every", 1)),
         EpochCurve(
             out / CURVE_FILE,
             eval_sets,
@@ -334,6 +411,8 @@ def make_trainer(cfg: DictConfig, out: Path, eval_sets: EvalSets) -> pl.Trainer:
         ModelCheckpoint(
             dirpath=out / "checkpoints", save_last=True, save_top_k=0, save_on_train_epoch_end=True
         ),
+        *([ChannelsLast()] if device.channels_last else []),
+        *extra_callbacks,
     ]
     loggers = [CSVLogger(str(out), name="logs")]  # logs/version_<n>/metrics.csv, one per (re)start
     if cfg.logger == "tensorboard":
@@ -347,7 +426,8 @@ def make_trainer(cfg: DictConfig, out: Path, eval_sets: EvalSets) -> pl.Trainer:
         max_epochs=cfg.epochs,
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
-        precision=cfg.trainer.precision,
+        precision=device.precision,
+        benchmark=device.cudnn_benchmark,
         strategy=cfg.trainer.strategy,
         logger=loggers,
         callbacks=callbacks,
