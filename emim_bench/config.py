@@ -149,6 +149,7 @@ def check_values(cfg: DictConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
     _check_trainer(cfg.trainer)
+    _check_warmup(cfg)
     if cfg.trainer.sync_batchnorm and cfg.trainer.accelerator == "cpu":
         raise ConfigError(
             "trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
@@ -174,6 +175,31 @@ def check_values(cfg: DictConfig) -> None:
             )
         except (ValueError, TypeError) as error:
             raise ConfigError(f"method.kwargs: {error}") from None
+
+
+def _check_warmup(cfg: DictConfig) -> None:
+    """Reject a warm-up that starts at learning rate 0.
+
+    solo-learn 1.0.2's ``warmup_cosine`` schedule is stepped once per epoch, so epoch 0 runs
+    at ``optim.warmup_start_lr``. At 0 nothing trains in epoch 0, the SGD momentum buffer
+    gathers gradients meanwhile, and solo's LARS clipping (``new_lr / group["lr"]``) divides
+    by 0 and leaves them unscaled: the first step of epoch 1 applies them all at once (on a
+    GPU, VICReg's loss went from 45 to 7e4 there, at every precision).
+
+    Raises:
+        ConfigError: ``warmup_epochs > 0`` with ``optim.warmup_start_lr <= 0``.
+    """
+    if (
+        cfg.optim.scheduler == "warmup_cosine"
+        and cfg.warmup_epochs > 0
+        and not cfg.optim.warmup_start_lr > 0
+    ):
+        raise ConfigError(
+            f"optim.warmup_start_lr={cfg.optim.warmup_start_lr} with warmup_epochs="
+            f"{cfg.warmup_epochs}: the warm-up would train epoch 0 at learning rate 0 and then "
+            "diverge (solo-learn steps it per epoch); set optim.warmup_start_lr > 0 "
+            "(solo-learn's default is 0.003)"
+        )
 
 
 # Device settings of the trainer added after runs were made: a run's config.yaml from before

@@ -337,6 +337,15 @@ def test_the_benchmark_step_uses_the_trainers_settings_for_the_device():
     )
 
 
+@pytest.mark.parametrize(("device", "trainer"), [("cpu", "cpu"), ("cuda", "gpu")])
+def test_the_benchmark_step_checks_emim_as_often_as_the_trainer_on_the_device(device, trainer):
+    assert bench_step.trainer_config(device) == trainer
+    kwargs = bench_step.step_method_kwargs("emim", 64, trainer=bench_step.trainer_config(device))
+    every = config.load([f"trainer={trainer}"]).trainer.finite_check_every
+    assert kwargs["check_every_n_steps"] == every
+    assert every == (1 if trainer == "cpu" else 50)
+
+
 def test_the_benchmark_step_runs_in_the_settings_precision_and_memory_format(monkeypatch):
     seen = {}
     build = bench_step.build_method

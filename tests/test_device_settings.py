@@ -7,6 +7,8 @@ through the config (``trainer=gpu``) and a stand-in for the bf16 query.
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 
@@ -123,6 +125,23 @@ def test_bad_trainer_settings_are_one_line_naming_the_key_and_valid_values(overr
     with pytest.raises(config.ConfigError) as error:
         config.load([override])
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_a_warm_up_from_learning_rate_0_is_refused_naming_the_fix():
+    with pytest.raises(config.ConfigError) as error:
+        config.load(["budget=cifar_paper", "optim.warmup_start_lr=0"])
+    assert "optim.warmup_start_lr=0" in str(error.value) and "0.003" in str(error.value)
+    assert config.load(["budget=cifar_paper", "warmup_epochs=0", "optim.warmup_start_lr=0"])
+
+
+@pytest.mark.parametrize("budget", ["cifar_paper", "imagenet100_paper"])
+def test_paper_budgets_warm_up_from_solo_learns_default_start(budget):
+    from solo.methods.base import BaseMethod
+
+    parser = BaseMethod.add_model_specific_args(argparse.ArgumentParser())
+    solo_default = parser.get_default("warmup_start_lr")
+    assert solo_default > 0
+    assert config.load([f"budget={budget}"]).optim.warmup_start_lr == solo_default
 
 
 # ---- the Trainer takes its settings from device_settings -----------------------------------

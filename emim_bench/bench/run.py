@@ -26,6 +26,7 @@ from emim_bench.bench.step import (
     bench_steps,
     step_device_settings,
     step_method_kwargs,
+    trainer_config,
 )
 from emim_bench.bench.timing import FULL_LOSS_POLICY, QUICK_LOSS_POLICY, OtherCpuLoad, Patience
 
@@ -143,8 +144,10 @@ def make_result(
             "method_kwargs": {
                 name: {
                     k: v
-                    for k, v in step_method_kwargs(name, options.batch_size).items()
-                    if k.startswith(("proj_", "pred_", "lr", "weight_decay"))
+                    for k, v in step_method_kwargs(
+                        name, options.batch_size, options.cifar_stem, trainer_config(device)
+                    ).items()
+                    if k.startswith(("proj_", "pred_", "lr", "weight_decay", "check_every"))
                 }
                 for name in STEP_METHODS
             },

@@ -27,7 +27,9 @@ from emim_bench.run.trainer import method_kwargs
 STEP_METHODS = ("emim", "barlow_twins", "vicreg", "simclr", "byol")
 
 
-def step_method_kwargs(name: str, batch_size: int, cifar_stem: bool = False) -> dict[str, Any]:
+def step_method_kwargs(
+    name: str, batch_size: int, cifar_stem: bool = False, trainer: str = "cpu"
+) -> dict[str, Any]:
     """solo-learn constructor kwargs of ``name`` from its config (``method_configs/method/``).
 
     The recipe's projector (EMIM and Barlow Twins both get Barlow Twins' recipe
@@ -38,8 +40,12 @@ def step_method_kwargs(name: str, batch_size: int, cifar_stem: bool = False) -> 
     Args:
         cifar_stem: ResNet-18 with the CIFAR stem (3x3 conv, no max-pool) instead
             of the ImageNet stem (7x7 stride-2 conv + max-pool).
+        trainer: the trainer config (``cpu`` or ``gpu``) whose settings reach the method:
+            EMIM's checks (Cholesky status, effective rank) run every
+            ``trainer.finite_check_every`` steps, every step on the CPU, every 50th on a GPU.
     """
     overrides = [f"method={name}", f"batch_size={batch_size}", "optim.scheduler=none"]
+    overrides.append(f"trainer={trainer}")
     if name in ("emim", "barlow_twins"):  # budget=cpu narrows Barlow Twins' projector: undo it
         recipe = config.load(["method=barlow_twins", "budget=cifar_paper"]).method.kwargs
         overrides += [
@@ -53,8 +59,12 @@ def step_device_settings(device: torch.device | str) -> DeviceSettings:
     """The settings the trainer trains with on ``device``: ``trainer=gpu``'s on cuda,
     ``trainer=cpu``'s on the CPU, resolved by :func:`emim_bench.run.device.device_settings`
     (``auto`` precision: bf16 where the GPU has it, else fp16)."""
-    trainer = "gpu" if torch.device(device).type == "cuda" else "cpu"
-    return device_settings(config.load([f"trainer={trainer}"]).trainer)
+    return device_settings(config.load([f"trainer={trainer_config(device)}"]).trainer)
+
+
+def trainer_config(device: torch.device | str) -> str:
+    """The trainer config a run on ``device`` uses: ``gpu`` on cuda, else ``cpu``."""
+    return "gpu" if torch.device(device).type == "cuda" else "cpu"
 
 
 def two_view_batch(batch_size: int, image_size: int, device: torch.device | str, seed: int = 0):
@@ -84,7 +94,10 @@ def _step_closure(name: str, options: BenchOptions, device: torch.device, settin
     ``settings.memory_format``. It returns the step's loss, detached (0-dim tensor).
     """
     torch.manual_seed(0)
-    method = build_method(name, **step_method_kwargs(name, options.batch_size, options.cifar_stem))
+    kwargs = step_method_kwargs(
+        name, options.batch_size, options.cifar_stem, trainer_config(device)
+    )
+    method = build_method(name, **kwargs)
     method = method.to(device).train()
     batch = two_view_batch(options.batch_size, options.image_size, device)
     if settings.channels_last:
