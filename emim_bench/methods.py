@@ -68,6 +68,7 @@ class EMIM(BaseMethod):
         self.eps = float(eps)
         self.standardize = bool(standardize)
         self.check_every_n_steps = int(check_every_n_steps)
+        self._steps_outside_trainer = 0  # the step count when no Trainer keeps one (benchmarks)
         self.projector = nn.Sequential(
             nn.Linear(self.features_dim, proj_hidden_dim),
             nn.BatchNorm1d(proj_hidden_dim),
@@ -134,7 +135,7 @@ class EMIM(BaseMethod):
         out = super().training_step(batch, batch_idx)
         feats1, feats2 = out["feats"][:2]
         z1, z2 = self.projector(feats1), self.projector(feats2)  # (N, D) each
-        check = self.global_step % self.check_every_n_steps == 0
+        check = self._step_index() % self.check_every_n_steps == 0
         emim_loss = emim_loss_func(
             z1, z2, eps=self.eps, standardize=self.standardize, check=check
         )
@@ -148,6 +149,15 @@ class EMIM(BaseMethod):
             metrics["train_mi_ceiling_ratio"] = -emim_loss.detach() / ceiling
         self.log_dict(metrics, on_epoch=True, sync_dist=True)
         return emim_loss + out["loss"]
+
+    def _step_index(self) -> int:
+        """The index of this training step: the Trainer's global step, or outside a Trainer
+        (whose global step stays 0) the number of earlier calls, so that a benchmark's steps
+        check as often as a Trainer's do."""
+        if self._trainer is not None:
+            return self.global_step
+        self._steps_outside_trainer += 1
+        return self._steps_outside_trainer - 1
 
 
 def register() -> None:

@@ -346,6 +346,31 @@ def test_the_benchmark_step_checks_emim_as_often_as_the_trainer_on_the_device(de
     assert every == (1 if trainer == "cpu" else 50)
 
 
+def test_the_benchmark_steps_check_emim_every_n_steps_as_a_trainer_does(monkeypatch):
+    from emim_bench import methods
+
+    checks, real_loss = [], methods.emim_loss_func
+
+    def recording_loss(*args, **kwargs):
+        checks.append(kwargs["check"])
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(methods, "emim_loss_func", recording_loss)
+    real_kwargs = bench_step.step_method_kwargs
+    monkeypatch.setattr(
+        bench_step,
+        "step_method_kwargs",
+        lambda *a, **k: real_kwargs(*a, **k) | {"check_every_n_steps": 2},
+    )
+    options = bench_options.BenchOptions(batch_size=4)
+    step = bench_step._step_closure(
+        "emim", options, torch.device("cpu"), bench_step.step_device_settings("cpu")
+    )
+    for _ in range(4):
+        step()
+    assert checks == [True, False, True, False]
+
+
 def test_the_benchmark_step_runs_in_the_settings_precision_and_memory_format(monkeypatch):
     seen = {}
     build = bench_step.build_method
