@@ -203,6 +203,24 @@ def test_imagenette_folder_runs_through_the_imagefolder_path(tmp_path, cifar10_n
     assert results["dataset"] == "imagefolder" and 0 <= results["metrics"]["linear_acc1"] <= 100
 
 
+def test_a_vit_backbone_trains_at_32_px(tmp_path, cifar10_npz_path):
+    assert main(["pretrain", *tiny_run("simclr", tmp_path, "backbone=vit_tiny")]) == 0
+    results = json.loads((only_run_dir(tmp_path) / run_directory.RESULTS_FILE).read_text())
+    assert results["backbone"] == "vit_tiny" and 0 <= results["metrics"]["knn_acc1_k20"] <= 100
+
+
+@pytest.mark.parametrize(
+    ("backbone", "data_choice", "pixels"), [("vit_tiny", "cifar10", 32), ("vit_small", "stl10", 96)]
+)
+def test_vit_backbones_are_built_for_the_datasets_crop_size(backbone, data_choice, pixels):
+    cfg = config.load([f"backbone={backbone}", f"data={data_choice}", "method=simclr"])
+    kwargs = run_trainer.method_kwargs(cfg, num_classes=10)
+    assert kwargs["backbone_args"]["img_size"] == pixels
+    encoder = methods.build_method("simclr", **kwargs).encoder
+    assert tuple(encoder.patch_embed.img_size) == (pixels, pixels)
+    assert encoder(torch.zeros(1, 3, pixels, pixels)).shape == (1, encoder.num_features)
+
+
 @pytest.mark.skipif(
     data._fashion_mnist_dir(Path("/nonexistent")) is None,
     reason="Fashion-MNIST idx files not installed (apt-get install dataset-fashion-mnist)",

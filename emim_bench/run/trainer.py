@@ -133,7 +133,7 @@ def method_kwargs(cfg: DictConfig, num_classes: int, world_size: int = 1) -> dic
     """
     backbone_args = {
         k: cfg.backbone[k]
-        for k in ("cifar", "zero_init_residual", "patch_size")
+        for k in ("cifar", "zero_init_residual", "patch_size", "img_size")
         if k in cfg.backbone
     }
     return dict(
