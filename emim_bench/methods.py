@@ -136,9 +136,7 @@ class EMIM(BaseMethod):
         feats1, feats2 = out["feats"][:2]
         z1, z2 = self.projector(feats1), self.projector(feats2)  # (N, D) each
         check = self._step_index() % self.check_every_n_steps == 0
-        emim_loss = emim_loss_func(
-            z1, z2, eps=self.eps, standardize=self.standardize, check=check
-        )
+        emim_loss = emim_loss_func(z1, z2, eps=self.eps, standardize=self.standardize, check=check)
         metrics = {"train_emim_loss": emim_loss, "train_mi_nats": -emim_loss.detach()}
         if check:
             metrics["train_effective_rank"] = effective_rank(z1).float()

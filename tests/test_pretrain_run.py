@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
 from pathlib import Path
@@ -201,6 +202,14 @@ def test_imagenette_folder_runs_through_the_imagefolder_path(tmp_path, cifar10_n
     assert main(["pretrain", *overrides]) == 0
     results = json.loads((only_run_dir(tmp_path) / run_directory.RESULTS_FILE).read_text())
     assert results["dataset"] == "imagefolder" and 0 <= results["metrics"]["linear_acc1"] <= 100
+
+
+def test_a_run_leaves_no_loader_workers_behind(tmp_path, cifar10_npz_path):
+    # A sweep's basic launcher and gpu-check run many runs in one process: each run's
+    # persistent workers must end with it.
+    overrides = [o for o in tiny_run("simclr", tmp_path) if not o.startswith("trainer.num_")]
+    assert main(["pretrain", *overrides, "trainer.num_workers=1", "epochs=2"]) == 0
+    assert multiprocessing.active_children() == []
 
 
 def test_a_vit_backbone_trains_at_32_px(tmp_path, cifar10_npz_path):

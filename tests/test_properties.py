@@ -53,8 +53,12 @@ def test_knn_ignores_the_scale_of_each_feature_row_and_the_order_of_the_bank(cas
     query_scale = 2.0 ** torch.randint(-8, 9, (n_query, 1), generator=gen)
     order = torch.randperm(n_bank, generator=gen)
     got = knn_accuracy(
-        (bank * bank_scale)[order], bank_y[order], queries * query_scale, query_y,
-        k=k, num_classes=num_classes,
+        (bank * bank_scale)[order],
+        bank_y[order],
+        queries * query_scale,
+        query_y,
+        k=k,
+        num_classes=num_classes,
     )
     assert got == expected
 

@@ -8,6 +8,7 @@ step the trainer runs. Light: torch and omegaconf only, no Lightning.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -102,6 +103,24 @@ def loader_kwargs(trainer: DictConfig) -> dict[str, Any]:
         "pin_memory": trainer.accelerator == "gpu" and bool(trainer.get("pin_memory", False)),
         "persistent_workers": bool(trainer.get("persistent_workers", True)) and workers > 0,
     }
+
+
+def release_workers(loaders: Iterable[Any]) -> None:
+    """Stop the worker processes that persistent DataLoaders keep alive between epochs.
+
+    A loader with ``persistent_workers`` holds its iterator, and with it ``num_workers``
+    processes, for as long as the loader lives, and Lightning's Trainer keeps a run's
+    loaders referenced after ``fit``. A process that runs several runs (a sweep's basic
+    launcher, ``gpu-check``) therefore gathered ``num_workers`` processes per loader per run:
+    a CPU sweep kept 2 per finished run, and a GPU check of 5 runs at 8 workers took minutes
+    to exit. Loaders without live workers, and objects that are not DataLoaders (None), are
+    left as they are; calling it twice is harmless.
+    """
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()  # torch's own shutdown: ends and joins the workers
+            loader._iterator = None
 
 
 def device_settings(trainer: DictConfig) -> DeviceSettings:

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from emim_bench import data, evaluate
 from emim_bench.metrics import alignment, effective_rank, uniformity
-from emim_bench.run.device import loader_kwargs
+from emim_bench.run.device import loader_kwargs, release_workers
 
 
 class EvalSets:
@@ -53,6 +53,10 @@ class EvalSets:
                 images, batch_size=self.batch_size, **self.loader_options
             )
         return self._loaders[split]
+
+    def release_workers(self) -> None:
+        """End the worker processes of the loaders built so far (they persist otherwise)."""
+        release_workers(self._loaders.values())
 
     def held_out_views(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Two views, (n, 3, H, W) float32 each, of the first ``n`` scored images,

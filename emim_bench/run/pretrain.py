@@ -139,6 +139,15 @@ def _pretrain_and_evaluate(
     pl.seed_everything(cfg.seed, workers=True)
     eval_sets = EvalSets(cfg, root)
     trainer = make_trainer(cfg, out, eval_sets, callbacks)
+    try:
+        return _train_and_evaluate(cfg, root, out, eval_sets, trainer)
+    finally:  # their persistent workers would outlive the run in this process
+        eval_sets.release_workers()
+
+
+def _train_and_evaluate(
+    cfg: DictConfig, root: Path, out: Path, eval_sets: EvalSets, trainer: pl.Trainer
+) -> dict | None:
     kwargs = method_kwargs(cfg, eval_sets.num_classes, trainer.world_size)
     if cfg.method.name == "random":
         method = METHODS["base"](**kwargs)  # an untrained backbone: the floor
