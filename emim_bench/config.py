@@ -9,6 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from emim_bench import recipes
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "method_configs"
 CONFIG_NAME = "config"
 GROUPS = ("method", "data", "backbone", "trainer", "budget")
@@ -49,8 +51,17 @@ def load(overrides: list[str] | None = None) -> DictConfig:
     overrides = list(overrides or [])
     check_overrides(overrides)
     cfg = _compose(overrides)
+    recipe = recipes.recipe_overrides(cfg.budget_name, cfg.method.name, _value_keys(overrides))
+    if recipe:  # a paper budget: solo-learn's recipe of the method, under the user's overrides
+        cfg = _compose([*recipe, *overrides])
     check_values(cfg)
     return cfg
+
+
+def _value_keys(overrides: list[str]) -> set[str]:
+    """The config keys that ``overrides`` set, group choices (``method=byol``) left out."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    return {key for key in keys if key not in GROUPS}
 
 
 # Groups whose choice may change under an existing checkpoint (evaluation on another dataset,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import gzip
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before they load)
 
 import numpy as np
 import torchvision
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 from solo.utils.pretrain_dataloader import (
     FullTransformPipeline,
@@ -46,6 +47,7 @@ _BYOL_VIEW = dict(
     solarization_prob=0.0,
     min_scale=0.08,
 )
+AUGMENTATION_KEYS = tuple(_BYOL_VIEW)
 AUGMENTATION_PRESETS: dict[str, list[dict]] = {
     "symmetric": [_SYMMETRIC_VIEW, _SYMMETRIC_VIEW],  # SimCLR, Barlow Twins, EMIM
     "asymmetric": [_BYOL_VIEW, {**_BYOL_VIEW, "solarization_prob": 0.2}],  # BYOL
@@ -66,30 +68,58 @@ _NORMALIZATION = {
 DATASET_KINDS = tuple(_NORMALIZATION)
 
 
-def pretrain_transform(kind: str, preset: str, crop_size: int = 32) -> FullTransformPipeline:
+def augmentation_views(augmentation: str | Sequence[Mapping]) -> list[dict]:
+    """The two views' solo-learn augmentation arguments (keys of ``_BYOL_VIEW``).
+
+    Args:
+        augmentation: a key of :data:`AUGMENTATION_PRESETS`, or the two views' arguments
+            themselves (a recipe's, see :mod:`emim_bench.recipes`).
+
+    Raises:
+        ValueError: an unknown preset, not two views, or a view whose keys differ from
+            :data:`AUGMENTATION_KEYS`.
+    """
+    if isinstance(augmentation, str):
+        if augmentation not in AUGMENTATION_PRESETS:
+            raise ValueError(
+                f"unknown augmentation preset {augmentation!r}; "
+                f"choose one of {sorted(AUGMENTATION_PRESETS)}"
+            )
+        return [dict(view) for view in AUGMENTATION_PRESETS[augmentation]]
+    if isinstance(augmentation, (DictConfig, ListConfig)):
+        augmentation = OmegaConf.to_container(augmentation)
+    views = [dict(view) for view in augmentation]
+    if len(views) != 2 or any(sorted(view) != sorted(AUGMENTATION_KEYS) for view in views):
+        raise ValueError(
+            "an augmentation is a preset name or two views with the keys "
+            f"{list(AUGMENTATION_KEYS)}; got {views!r}"
+        )
+    return views
+
+
+def pretrain_transform(
+    kind: str, preset: str | Sequence[Mapping], crop_size: int = 32
+) -> FullTransformPipeline:
     """Two-view augmentation pipeline built from solo-learn's transform classes.
 
     Args:
         kind: dataset kind, one of :data:`DATASET_KINDS`; selects solo-learn's
             transform family and the normalisation statistics.
-        preset: key of :data:`AUGMENTATION_PRESETS`.
+        preset: key of :data:`AUGMENTATION_PRESETS`, or the two views' arguments
+            (:func:`augmentation_views`).
         crop_size: side of the square crops, in pixels.
 
     Returns:
         A callable mapping one PIL image to a list of two float32 tensors (3, crop_size, crop_size).
 
     Raises:
-        ValueError: unknown kind or preset.
+        ValueError: unknown kind or preset, malformed views.
     """
     if kind not in _NORMALIZATION:
         raise ValueError(f"unknown dataset kind {kind!r}; choose one of {list(DATASET_KINDS)}")
-    if preset not in AUGMENTATION_PRESETS:
-        raise ValueError(
-            f"unknown augmentation preset {preset!r}; choose one of {sorted(AUGMENTATION_PRESETS)}"
-        )
     solo_name, (mean, std) = _NORMALIZATION[kind]
     extra = {"mean": mean, "std": std} if solo_name == "custom" else {}
-    views = [{**view, **extra} for view in AUGMENTATION_PRESETS[preset]]
+    views = [{**view, **extra} for view in augmentation_views(preset)]
     if views[0] == views[1]:
         transforms, crops = [prepare_transform(solo_name, crop_size=crop_size, **views[0])], [2]
     else:

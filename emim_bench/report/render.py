@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from emim_bench.recipes import NAMED_DIFFERENCES
 from emim_bench.report.collect import (
     VERSION_FIELDS,
     ReportError,
@@ -321,6 +322,14 @@ def _published_section(doc: Document, summary: pd.DataFrame, df: pd.DataFrame):
         ["setting", "method", "ours (mean ± sd)", "n", "published", "ours − published (pp)"],
         rows,
         align="llr",
+    )
+    differences = "; ".join(f"{flag}: {why}" for flag, why in NAMED_DIFFERENCES.items())
+    doc.p(
+        "Runs at `budget=cifar_paper` and `budget=imagenet100_paper` take every value of "
+        "solo-learn 1.0.2's script for the method (`method_configs/recipes/`; EMIM, which "
+        "solo-learn does not have, runs ours), except where our harness differs on purpose: "
+        f"{differences}. Our offline kNN and linear probe are ours; the published column is "
+        "solo-learn's online linear probe."
     )
     done = done_runs(df)
     subsets = done[done["setting"].isin(table["setting"]) & done["train_size"].notna()]
