@@ -114,3 +114,31 @@ def test_a_recipes_views_build_the_augmentation_and_bad_views_are_named():
         data.augmentation_views([{"brightness": 0.4}])
     with pytest.raises(ValueError, match="unknown augmentation preset 'nope'"):
         data.augmentation_views("nope")
+
+
+@pytest.mark.skipif(not REFERENCE.is_file(), reason="../shared/REFERENCE.md not beside the repo")
+def test_published_numbers_are_solo_learn_1_0_2s_for_every_method_it_published():
+    from emim_bench.report.published import PUBLISHED_ONLINE_ACC1
+
+    text = REFERENCE.read_text()
+    cifar = text.split("CIFAR (ResNet-18, 1000 epochs", 1)[1].split("ImageNet-100 (", 1)[0]
+    imagenet = text.split("ImageNet-100 (ResNet-18, 400 epochs", 1)[1].split("\n\n(", 1)[0]
+    rows = re.findall(r"^\| ([^|]+?) \| ([\d.]+) / [\d.]+ \| ([\d.]+) / [\d.]+ \|$", cifar, re.M)
+    online = re.findall(r"^\| ([^|]+?) \| ([\d.]+) \| [\d.]+ \|$", imagenet, re.M)
+    assert len(rows) == len(online) == 12
+    key = {
+        "Barlow Twins": "barlow_twins",
+        "DeepCluster V2": "deepclusterv2",
+        "MoCo V2+": "mocov2plus",
+        "W-MSE": "wmse",
+    }  # the others: lower case
+    name = lambda shown: key.get(shown, shown.lower())  # noqa: E731
+    assert PUBLISHED_ONLINE_ACC1[("cifar10", "resnet18", 1000)] == {
+        name(r[0]): float(r[1]) for r in rows
+    }
+    assert PUBLISHED_ONLINE_ACC1[("cifar100", "resnet18", 1000)] == {
+        name(r[0]): float(r[2]) for r in rows
+    }
+    assert PUBLISHED_ONLINE_ACC1[("imagenet100", "resnet18", 400)] == {
+        name(r[0]): float(r[1]) for r in online
+    }
