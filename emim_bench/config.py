@@ -59,9 +59,11 @@ def load(overrides: list[str] | None = None) -> DictConfig:
 
 
 def _value_keys(overrides: list[str]) -> set[str]:
-    """The config keys that ``overrides`` set, group choices (``method=byol``) left out."""
+    """The config keys that ``overrides`` set; a chosen group counts as setting its keys
+    (``backbone=vit_tiny`` keeps the recipe's encoder off it), except ``method`` and
+    ``budget``, which choose the recipe itself."""
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
-    return {key for key in keys if key not in GROUPS}
+    return keys - {"method", "budget"}
 
 
 # Groups whose choice may change under an existing checkpoint (evaluation on another dataset,

@@ -71,6 +71,8 @@ def test_the_users_overrides_win_over_the_recipe():
     )
     assert cfg.method.lr == 0.1 and cfg.method.augmentation == "symmetric"
     assert cfg.method.weight_decay == 1e-5  # the rest of the recipe still applies
+    vit = config.load(["budget=cifar_paper", "method=simclr", "backbone=vit_tiny"])
+    assert vit.backbone.encoder == "vit_tiny"  # a chosen backbone is the user's
 
 
 def test_other_budgets_and_methods_without_a_recipe_are_untouched():
