@@ -175,6 +175,13 @@ def check_values(cfg: DictConfig) -> None:
     knn_k = OmegaConf.select(cfg, "eval.knn_k")
     if not knn_k or not all(isinstance(k, int) and k >= 1 for k in knn_k):
         raise ConfigError(f"eval.knn_k must be a list of integers >= 1, got {knn_k!r}")
+    if cfg.backbone.encoder == "timm":
+        from emim_bench.backbones import check_model
+
+        try:
+            check_model(cfg.backbone.name)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if cfg.method.name == "emim":
         from emim_bench.methods import EMIM
 

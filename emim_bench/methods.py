@@ -14,6 +14,7 @@ from solo.methods import METHODS
 from solo.methods.base import BaseMethod
 from torch import nn
 
+from emim_bench.backbones import enable_timm_backbones
 from emim_bench.losses import emim_loss_func, mi_ceiling_nats
 from emim_bench.metrics import effective_rank
 
@@ -159,12 +160,14 @@ class EMIM(BaseMethod):
 
 
 def register() -> None:
-    """Add EMIM to solo-learn's registry as ``METHODS["emim"]`` (idempotent).
+    """Add EMIM to solo-learn's registry as ``METHODS["emim"]`` and let every method take a
+    timm backbone (:func:`emim_bench.backbones.enable_timm_backbones`); idempotent.
 
     After this, solo-learn's own argparse pipeline
     (``solo.args.setup.parse_args_pretrain`` with ``--method emim``) builds it.
     """
     METHODS["emim"] = EMIM
+    enable_timm_backbones()
 
 
 def build_method(name: str, **kwargs) -> BaseMethod:

@@ -219,6 +219,36 @@ def test_a_vit_backbone_trains_at_32_px(tmp_path, cifar10_npz_path):
 
 
 @pytest.mark.parametrize(
+    ("method", "model"), [("simclr", "resnet10t"), ("byol", "vit_tiny_patch16_224")]
+)
+def test_a_timm_model_trains_as_the_backbone_of_any_method(
+    method, model, tmp_path, cifar10_npz_path
+):
+    import timm
+
+    overrides = tiny_run(method, tmp_path, "backbone=timm", f"backbone.name={model}")
+    cfg = config.load(overrides)
+    built = methods.build_method(method, **run_trainer.method_kwargs(cfg, num_classes=10))
+    reference = timm.create_model(
+        model, num_classes=0, **({"img_size": 32} if "vit" in model else {})
+    )
+    assert type(built.encoder) is type(reference)
+    assert built.features_dim == reference.num_features == built.classifier.in_features
+    if method == "byol":  # the momentum encoder is the same timm model, with the same weights
+        for a, b in zip(built.encoder.parameters(), built.momentum_encoder.parameters()):
+            assert torch.equal(a, b)
+    assert main(["pretrain", *overrides]) == 0
+    results = json.loads((only_run_dir(tmp_path) / run_directory.RESULTS_FILE).read_text())
+    assert results["backbone"] == model and 0 <= results["metrics"]["knn_acc1_k20"] <= 100
+
+
+def test_an_unknown_timm_model_exits_2_naming_close_ones(capsys):
+    assert main(["pretrain", "backbone=timm", "backbone.name=resnet1x"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert "unknown timm model 'resnet1x'" in line and "close names: resnet18" in line
+
+
+@pytest.mark.parametrize(
     ("backbone", "data_choice", "pixels"), [("vit_tiny", "cifar10", 32), ("vit_small", "stl10", 96)]
 )
 def test_vit_backbones_are_built_for_the_datasets_crop_size(backbone, data_choice, pixels):
