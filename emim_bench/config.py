@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -198,27 +199,27 @@ def check_values(cfg: DictConfig) -> None:
 
 
 def _check_warmup(cfg: DictConfig) -> None:
-    """Reject a warm-up that starts at learning rate 0.
+    """Warn about a warm-up that starts at learning rate 0.
 
     solo-learn 1.0.2's ``warmup_cosine`` schedule is stepped once per epoch, so epoch 0 runs
     at ``optim.warmup_start_lr``. At 0 nothing trains in epoch 0, the SGD momentum buffer
     gathers gradients meanwhile, and solo's LARS clipping (``new_lr / group["lr"]``) divides
     by 0 and leaves them unscaled: the first step of epoch 1 applies them all at once (on a
-    GPU, VICReg's loss went from 45 to 7e4 there, at every precision).
-
-    Raises:
-        ConfigError: ``warmup_epochs > 0`` with ``optim.warmup_start_lr <= 0``.
+    GPU, VICReg's loss went from 45 to 7e4 there, at every precision). Two of solo-learn's
+    own scripts start from 0 (DeepCluster V2, W-MSE), so this warns rather than refuses.
     """
     if (
         cfg.optim.scheduler == "warmup_cosine"
         and cfg.warmup_epochs > 0
         and not cfg.optim.warmup_start_lr > 0
     ):
-        raise ConfigError(
+        warnings.warn(
             f"optim.warmup_start_lr={cfg.optim.warmup_start_lr} with warmup_epochs="
-            f"{cfg.warmup_epochs}: the warm-up would train epoch 0 at learning rate 0 and then "
-            "diverge (solo-learn steps it per epoch); set optim.warmup_start_lr > 0 "
-            "(solo-learn's default is 0.003)"
+            f"{cfg.warmup_epochs}: epoch 0 trains at learning rate 0 (solo-learn steps the "
+            "warm-up per epoch), and under LARS the first step of epoch 1 can diverge; "
+            "solo-learn's default start is 0.003",
+            UserWarning,
+            stacklevel=2,
         )
 
 

@@ -8,6 +8,7 @@ through the config (``trainer=gpu``) and a stand-in for the bf16 query.
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import pytest
 import torch
@@ -127,11 +128,13 @@ def test_bad_trainer_settings_are_one_line_naming_the_key_and_valid_values(overr
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
-def test_a_warm_up_from_learning_rate_0_is_refused_naming_the_fix():
-    with pytest.raises(config.ConfigError) as error:
-        config.load(["budget=cifar_paper", "optim.warmup_start_lr=0"])
-    assert "optim.warmup_start_lr=0" in str(error.value) and "0.003" in str(error.value)
-    assert config.load(["budget=cifar_paper", "warmup_epochs=0", "optim.warmup_start_lr=0"])
+def test_a_warm_up_from_learning_rate_0_is_warned_about_naming_the_fix():
+    with pytest.warns(UserWarning, match=r"optim.warmup_start_lr=0.0 .*0\.003"):
+        config.load(["budget=cifar_paper", "method=emim", "optim.warmup_start_lr=0"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config.load(["budget=cifar_paper", "method=emim"])
+        config.load(["budget=cifar_paper", "warmup_epochs=0", "optim.warmup_start_lr=0"])
 
 
 @pytest.mark.parametrize("budget", ["cifar_paper", "imagenet100_paper"])
