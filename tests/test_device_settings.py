@@ -129,7 +129,9 @@ def test_bad_trainer_settings_are_one_line_naming_the_key_and_valid_values(overr
 
 
 def test_a_warm_up_from_learning_rate_0_is_warned_about_naming_the_fix():
-    with pytest.warns(UserWarning, match=r"optim.warmup_start_lr=0 with warmup_epochs=10: .*0\.003"):
+    with pytest.warns(
+        UserWarning, match=r"optim.warmup_start_lr=0 with warmup_epochs=10: .*0\.003"
+    ):
         config.load(["budget=cifar_paper", "method=emim", "optim.warmup_start_lr=0"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
