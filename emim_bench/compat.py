@@ -15,7 +15,11 @@ solo-learn or Lightning imports ``emim_bench.compat`` first (ruff's isort keeps 
    default without it.
 4. :func:`patch_argparse_setup` -- solo-learn's own argparse pretraining
    pipeline crashes on Lightning 1.9's ``accumulate_grad_batches=None`` default.
-5. :func:`keep_freed_memory` -- not a solo-learn matter but the platform's:
+5. :func:`patch_dino_teacher_schedule` -- DINO crashes in any run shorter than its
+   teacher-temperature warm-up (50 epochs) without it.
+6. :func:`patch_deepcluster_first_epoch` -- DeepCluster V2's epoch-0 loss is NaN (no
+   cluster assignments yet) without it, which stops the finite-loss guard.
+7. :func:`keep_freed_memory` -- not a solo-learn matter but the platform's:
    without it, CPU training steps run up to 40x slower on virtual machines.
 
 Each patch is idempotent and has a test in ``tests/test_compat.py`` that fails
@@ -176,6 +180,67 @@ def patch_argparse_setup() -> None:
     setup.additional_setup_pretrain = additional_setup_pretrain
 
 
+def patch_dino_teacher_schedule() -> None:
+    """Let DINO train for fewer epochs than its teacher-temperature warm-up.
+
+    Without it: ``DINOLoss`` builds its per-epoch teacher temperatures as a linear warm-up
+    over ``warmup_teacher_temp_epochs`` (50 in the recipes) followed by
+    ``num_epochs - warmup_teacher_temp_epochs`` constant values, which raises "negative
+    dimensions are not allowed" for any run shorter than the warm-up (a 4-epoch CPU run).
+    With it, a shorter run takes the first ``num_epochs`` temperatures of the warm-up: the
+    ones a longer run has at the same epochs. Runs at least as long are unchanged.
+    """
+    from solo.losses.dino import DINOLoss
+
+    original = DINOLoss.__init__
+    if getattr(original, "_emim_bench_patched", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        num_epochs = kwargs["num_epochs"]
+        warmup = kwargs["warmup_teacher_temp_epochs"]
+        original(self, *args, **{**kwargs, "num_epochs": max(num_epochs, warmup)})
+        self.teacher_temp_schedule = self.teacher_temp_schedule[:num_epochs]
+
+    __init__._emim_bench_patched = True  # type: ignore[attr-defined]
+    DINOLoss.__init__ = __init__
+
+
+def patch_deepcluster_first_epoch() -> None:
+    """Make DeepCluster V2's loss 0, not NaN, where no image has a cluster assignment yet.
+
+    Without it: in epoch 0 there are no k-means assignments (every target is -1, which
+    ``cross_entropy`` ignores), so the loss is a mean over nothing: NaN. Its gradient is
+    zero all the same (solo-learn trained through it, the online classifier alone learning in
+    epoch 0), but a NaN loss stops our finite-loss guard at the first step. With it, a
+    prototype layer with no assigned target adds 0 with the same zero gradient; any other
+    batch gives the same value as before.
+    """
+    import solo.losses.deepclusterv2 as losses
+    import solo.methods.deepclusterv2 as method
+    import torch.nn.functional as F
+
+    original = losses.deepclusterv2_loss_func
+    if getattr(original, "_emim_bench_patched", False):
+        return
+
+    @functools.wraps(original)
+    def deepclusterv2_loss_func(outputs, assignments, temperature: float = 0.1):
+        # solo's mean over assigned targets, written as sum / max(count, 1): no host sync
+        per_layer = []
+        for scores, targets in zip(outputs, assignments):  # one prototype layer each
+            targets = targets.repeat(scores.size(0)).to(scores.device, non_blocking=True)
+            logits = scores.reshape(-1, scores.size(-1)) / temperature
+            total = F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum")
+            per_layer.append(total / (targets >= 0).sum().clamp(min=1))
+        return sum(per_layer) / len(per_layer)
+
+    deepclusterv2_loss_func._emim_bench_patched = True  # type: ignore[attr-defined]
+    losses.deepclusterv2_loss_func = deepclusterv2_loss_func
+    method.deepclusterv2_loss_func = deepclusterv2_loss_func
+
+
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -218,6 +283,8 @@ def apply() -> None:
     patch_momentum_hook()
     patch_checkpoint_loading()
     patch_argparse_setup()
+    patch_dino_teacher_schedule()
+    patch_deepcluster_first_epoch()
     keep_freed_memory()
 
 

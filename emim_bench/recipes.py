@@ -60,6 +60,8 @@ NAMED_DIFFERENCES = {
     "(trainer.precision=16 is the script's setting)",
     "accelerator": "DDP is the trainer's choice at run time (trainer=ddp)",
     "sync_batchnorm": "set by the trainer (trainer=ddp sets it, as the ImageNet-100 scripts do)",
+    "encode_indexes_into_labels": "for solo-learn's DALI loader; ours passes image indexes "
+    "to the method directly",
 }
 METHOD_FLAG = "method"  # the script's method name: our method= choice, not a value
 

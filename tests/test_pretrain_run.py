@@ -30,6 +30,22 @@ SMALL = {
     "vicreg": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
     "random": [],
 }
+# The rest of solo-learn 1.0.2's zoo, with queues, prototypes and whitening cut to batch 16.
+_PROJ = ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"]
+_PRED = ["method.kwargs.pred_hidden_dim=64"]
+ZOO = {
+    "deepclusterv2": [*_PROJ, "method.kwargs.num_prototypes=[16,16]"],
+    "dino": [*_PROJ, "method.kwargs.num_prototypes=64"],
+    "mocov2plus": [*_PROJ, "method.kwargs.queue_size=64"],
+    "nnbyol": [*_PROJ, *_PRED, "method.kwargs.queue_size=64"],
+    "nnclr": [*_PROJ, *_PRED, "method.kwargs.queue_size=64"],
+    "nnsiam": [*_PROJ, *_PRED, "method.kwargs.queue_size=64"],
+    "ressl": [*_PROJ, "method.kwargs.queue_size=64"],
+    "simsiam": [*_PROJ, *_PRED],
+    "swav": [*_PROJ, "method.kwargs.num_prototypes=16", "method.kwargs.queue_size=32"],
+    "wmse": [*_PROJ, "method.kwargs.whitening_size=8"],
+}
+SMALL.update(ZOO)
 
 
 def tiny_run(method: str, runs_root: Path, *extra: str) -> list[str]:

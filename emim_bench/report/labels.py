@@ -17,6 +17,16 @@ METHOD_NAMES = {
     "byol": "BYOL",
     "barlow_twins": "Barlow Twins",
     "vicreg": "VICReg",
+    "deepclusterv2": "DeepCluster V2",
+    "dino": "DINO",
+    "mocov2plus": "MoCo V2+",
+    "nnbyol": "NNBYOL",
+    "nnclr": "NNCLR",
+    "nnsiam": "NNSiam",
+    "ressl": "ReSSL",
+    "simsiam": "SimSiam",
+    "swav": "SwAV",
+    "wmse": "W-MSE",
     "random": "random init",
 }
 
