@@ -27,6 +27,13 @@ without it. Patches 2, 4, 5 and 6 each replace one function of one solo-learn
 class or module and keep the original as ``__wrapped__``; only 3 changes
 Lightning itself, because there it is Lightning, not solo-learn, that calls
 ``torch.load``.
+
+What is deliberately not here: solo-learn's own tests (the installed
+top-level ``tests`` package) also pass the ``Trainer(checkpoint_callback=...)``
+argument that Lightning 1.7 removed. Only that test code passes it, never
+solo-learn's library, so it is translated by the pytest plugin that runs
+solo-learn's suite (``tests/solo_suite_plugin.py``), not by a patch of
+Lightning's ``Trainer`` for every program that imports emim-bench.
 """
 
 from __future__ import annotations
