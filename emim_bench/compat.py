@@ -15,15 +15,30 @@ solo-learn or Lightning imports ``emim_bench.compat`` first (ruff's isort keeps 
    default without it.
 4. :func:`patch_argparse_setup` -- solo-learn's own argparse pretraining
    pipeline crashes on Lightning 1.9's ``accumulate_grad_batches=None`` default.
-5. :func:`patch_dino_teacher_schedule` -- DINO crashes in any run shorter than its
+5. :func:`patch_dino_gradient_clipping` -- DINO crashes at its first training
+   step without it (its ``clip_gradients`` shadows Lightning's).
+6. :func:`patch_whitening_cholesky` -- W-MSE crashes at its first forward pass
+   in training without it (``torch.cholesky`` is gone).
+7. :func:`patch_dino_teacher_schedule` -- DINO crashes in any run shorter than its
    teacher-temperature warm-up (50 epochs) without it.
-6. :func:`patch_deepcluster_first_epoch` -- DeepCluster V2's epoch-0 loss is NaN (no
+8. :func:`patch_deepcluster_first_epoch` -- DeepCluster V2's epoch-0 loss is NaN (no
    cluster assignments yet) without it, which stops the finite-loss guard.
-7. :func:`keep_freed_memory` -- not a solo-learn matter but the platform's:
+9. :func:`keep_freed_memory` -- not a solo-learn matter but the platform's:
    without it, CPU training steps run up to 40x slower on virtual machines.
 
-Each patch is idempotent and has a test in ``tests/test_compat.py`` that fails
-without it.
+Each patch is idempotent and has a test in ``tests/test_compat.py`` (7 and 8: in
+``tests/test_zoo.py``) that fails without it. Patches 2 and 4 to 8 each replace one
+function of one solo-learn class or module and keep the original as ``__wrapped__``; only 3
+changes
+Lightning itself, because there it is Lightning, not solo-learn, that calls
+``torch.load``.
+
+What is deliberately not here: solo-learn's own tests (the installed
+top-level ``tests`` package) also pass the ``Trainer(checkpoint_callback=...)``
+argument that Lightning 1.7 removed. Only that test code passes it, never
+solo-learn's library, so it is translated by the pytest plugin that runs
+solo-learn's suite (``tests/solo_suite_plugin.py``), not by a patch of
+Lightning's ``Trainer`` for every program that imports emim-bench.
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.metadata
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any
@@ -180,6 +196,88 @@ def patch_argparse_setup() -> None:
     setup.additional_setup_pretrain = additional_setup_pretrain
 
 
+def patch_dino_gradient_clipping() -> None:
+    """Let ``DINO.clip_gradients`` serve both solo-learn's call and Lightning 1.9's.
+
+    Without it: solo-learn 1.0.2's DINO defines ``clip_gradients(clip)`` (each
+    backbone parameter's gradient rescaled to an L2 norm of at most ``clip``,
+    called from its ``on_after_backward`` when ``clip_grad > 0``), which
+    shadows ``LightningModule.clip_gradients(optimizer, gradient_clip_val=None,
+    gradient_clip_algorithm=None)``. Lightning >= 1.5 calls the latter after
+    every backward pass (through ``configure_gradient_clipping``), whether or
+    not ``Trainer(gradient_clip_val=...)`` is set, so DINO raised
+    ``TypeError`` at its first training step.
+
+    The patched method dispatches on its first argument: a number (solo's
+    ``clip``, positional or by name) runs DINO's per-parameter clipping as
+    before; anything else (an optimizer) runs Lightning's, which clips all the
+    optimizer's parameters together to ``Trainer(gradient_clip_val)`` and is a
+    no-op when that is unset. Only DINO is touched; Lightning's own method is
+    not.
+    """
+    from pytorch_lightning import LightningModule
+    from solo.methods.dino import DINO
+
+    original = DINO.clip_gradients
+    if getattr(original, "_emim_bench_patched", False):
+        return
+
+    @functools.wraps(original)
+    def clip_gradients(self, *args, **kwargs):
+        clip = kwargs["clip"] if "clip" in kwargs else (args[0] if args else None)
+        if isinstance(clip, numbers.Real):
+            return original(self, *args, **kwargs)
+        return LightningModule.clip_gradients(self, *args, **kwargs)
+
+    clip_gradients._emim_bench_patched = True  # type: ignore[attr-defined]
+    DINO.clip_gradients = clip_gradients
+
+
+def patch_whitening_cholesky() -> None:
+    """Whiten W-MSE's embeddings with ``torch.linalg`` instead of the removed ``torch.cholesky``.
+
+    Without it: ``solo.utils.whitening.Whitening2d.forward`` calls
+    ``torch.cholesky``, which torch 2.14 keeps only as a stub that raises
+    ``RuntimeError``, so W-MSE fails at its first training step (and
+    ``torch.triangular_solve`` beside it warns that it is deprecated).
+
+    The replacement computes what solo-learn's does, with the same argument
+    and output, shape ``(N, D)`` with ``D = output_dim``: centre the batch,
+    take its unbiased covariance ``C = Xc^T Xc / (N - 1)``, shrink it to
+    ``S = (1 - eps) C + eps I``, factor ``S = L L^T`` with ``L`` lower
+    triangular (``torch.cholesky``'s default ``upper=False`` is
+    ``torch.linalg.cholesky``), and return ``Xc L^{-T}``, whose covariance is
+    ``L^{-1} C L^{-T}`` -- the identity when ``eps = 0``. Under CUDA autocast
+    it runs in float32, as solo-learn's ``custom_fwd(cast_inputs=float32)``
+    does. A covariance that is not positive definite (``N <= D`` with
+    ``eps = 0``, or a collapsed batch) raises ``torch.linalg.LinAlgError``
+    where solo-learn's raised ``RuntimeError`` (of which it is a subclass).
+
+    Only ``Whitening2d.forward`` is replaced; ``torch.cholesky`` itself is not
+    brought back for other code.
+    """
+    import torch
+    from solo.utils.whitening import Whitening2d
+
+    original = Whitening2d.forward
+    if getattr(original, "_emim_bench_patched", False):
+        return
+
+    @functools.wraps(original)
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=0, keepdim=True)  # N x D
+        cov = centred.T @ centred / (x.shape[0] - 1)  # D x D
+        eye = torch.eye(self.output_dim, dtype=cov.dtype, device=cov.device)
+        shrunk = (1 - self.eps) * cov + self.eps * eye
+        lower = torch.linalg.cholesky(shrunk)  # shrunk = L L^T
+        inv_lower = torch.linalg.solve_triangular(lower, eye, upper=False)  # L^{-1}
+        return centred @ inv_lower.T  # N x D
+
+    forward._emim_bench_patched = True  # type: ignore[attr-defined]
+    Whitening2d.forward = forward
+
+
 def patch_dino_teacher_schedule() -> None:
     """Let DINO train for fewer epochs than its teacher-temperature warm-up.
 
@@ -283,6 +381,8 @@ def apply() -> None:
     patch_momentum_hook()
     patch_checkpoint_loading()
     patch_argparse_setup()
+    patch_dino_gradient_clipping()
+    patch_whitening_cholesky()
     patch_dino_teacher_schedule()
     patch_deepcluster_first_epoch()
     keep_freed_memory()
