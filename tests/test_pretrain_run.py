@@ -43,7 +43,11 @@ ZOO = {
     "ressl": [*_PROJ, "method.kwargs.queue_size=64"],
     "simsiam": [*_PROJ, *_PRED],
     "swav": [*_PROJ, "method.kwargs.num_prototypes=16", "method.kwargs.queue_size=32"],
-    "wmse": [*_PROJ, "method.kwargs.whitening_size=8"],
+    "wmse": [
+        "method.kwargs.proj_hidden_dim=64",
+        "method.kwargs.proj_output_dim=8",
+        "method.kwargs.whitening_size=16",
+    ],
 }
 SMALL.update(ZOO)
 

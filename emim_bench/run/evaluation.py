@@ -95,6 +95,18 @@ def scored_images(cfg: DictConfig, root: Path, val_indices, transform) -> Datase
     return data.balanced_subset_of(test, cfg.data.test_size, cfg.seed)
 
 
+def projector_of(module: torch.nn.Module) -> torch.nn.Module:
+    """A method's projector: its ``projector``, or for DINO its head without the prototype
+    layer (``head.mlp``), whose output is the embedding the prototypes score.
+
+    Raises:
+        AttributeError: a method with neither.
+    """
+    if hasattr(module, "projector"):
+        return module.projector
+    return module.head.mlp
+
+
 @torch.no_grad()
 def representation_diagnostics(
     module: torch.nn.Module, view1: torch.Tensor, view2: torch.Tensor
@@ -109,7 +121,7 @@ def representation_diagnostics(
     left as they are; the module's training mode is restored.
 
     Args:
-        module: a solo-learn method (``encoder`` and ``projector``).
+        module: a solo-learn method (``encoder`` and a projector, :func:`projector_of`).
         view1, view2: (N, 3, H, W) images on any device (moved to the module's).
     """
     was_training = module.training
@@ -117,7 +129,8 @@ def representation_diagnostics(
     try:
         device = next(module.parameters()).device
         f1, f2 = module.encoder(view1.to(device)), module.encoder(view2.to(device))
-        z1, z2 = module.projector(f1), module.projector(f2)
+        projector = projector_of(module)
+        z1, z2 = projector(f1), projector(f2)
     finally:
         module.train(was_training)
     return {
