@@ -585,3 +585,15 @@ def test_runs_made_before_a_config_key_existed_group_with_runs_at_its_default(tm
     (new / "results.json").write_text(json.dumps(results))
     assert set(collect.collect_runs(runs)["method"]) == {"emim"}
     assert old.name != new.name
+
+
+def test_every_method_of_the_zoo_has_its_own_colour_in_every_report():
+    from emim_bench import config
+    from emim_bench.report.labels import method_order
+
+    zoo = config.choices("method")
+    together = report_figures._palette(zoo)
+    assert len(zoo) == 16 and len({together[m] for m in zoo}) == len(zoo)
+    for method in zoo:  # the same colour alone, beside the floor, or among all
+        assert report_figures._palette([method, "random"])[method] == together[method]
+    assert method_order(zoo)[0] == "emim" and method_order(zoo)[-1] == "random"

@@ -59,16 +59,35 @@ def _fixed_jitter(seed: int = 0) -> Iterator[None]:
         np.random.set_state(state)
 
 
+# solo-learn's other methods, each with a colour of its own in every report (tab20b's darker
+# halves), after the paper's five, which keep tab10's first five.
+_PAPER_METHODS = ["emim", "simclr", "byol", "barlow_twins", "vicreg"]
+_ZOO_METHODS = [
+    "deepclusterv2",
+    "dino",
+    "mocov2plus",
+    "nnbyol",
+    "nnclr",
+    "nnsiam",
+    "ressl",
+    "simsiam",
+    "swav",
+    "wmse",
+]
+
+
 def _palette(methods: Sequence[str]) -> dict[str, tuple]:
-    """A colour per method (group): the five methods of the paper keep tab10's first five in
-    every report; groups that differ in their settings (``emim D=64``) take tab10's other five,
-    or, when there are more, n evenly spaced hues dealt out with a stride near 0.38 n, so
-    that groups listed next to each other (the values of one factor) get far-apart hues; the
-    floor is grey."""
-    fixed = ["emim", "simclr", "byol", "barlow_twins", "vicreg"]
-    extra = [m for m in method_order(methods) if m not in fixed and m != "random"]
-    tab10 = sns.color_palette("tab10", 10)
-    palette = {m: tab10[i] for i, m in enumerate(fixed)}
+    """A colour per method (group), the same in every report for every method of the zoo: the
+    five methods of the paper take tab10's first five, solo-learn's other ten methods ten
+    colours of tab20b; groups that differ in their settings (``emim D=64``) take tab10's
+    other five, or, when there are more, n evenly spaced hues dealt out with a stride near
+    0.38 n, so that groups listed next to each other (the values of one factor) get
+    far-apart hues; the floor is grey."""
+    tab10, tab20b = sns.color_palette("tab10", 10), sns.color_palette("tab20b", 20)
+    palette = {m: tab10[i] for i, m in enumerate(_PAPER_METHODS)}
+    palette.update({m: tab20b[2 * i] for i, m in enumerate(_ZOO_METHODS)})
+    known = set(palette) | {"random"}
+    extra = [m for m in method_order(methods) if m not in known]
     if len(extra) <= 5:
         palette.update({m: tab10[5 + i] for i, m in enumerate(extra)})
     else:
