@@ -23,6 +23,7 @@ from torch import nn
 
 TIMM = "timm"
 _STAND_IN = "vit_tiny"  # solo's smallest encoder, built and dropped: solo knows no "timm"
+_SOLO_MODULE = "backbones"  # solo.utils.backbones registers its ViTs and Swins in timm
 
 
 def timm_encoder(model: str, img_size: int | None = None) -> nn.Module:
@@ -39,8 +40,9 @@ def timm_encoder(model: str, img_size: int | None = None) -> nn.Module:
     if img_size is not None:
         try:
             return timm.create_model(model, pretrained=False, num_classes=0, img_size=img_size)
-        except TypeError:  # a CNN: no fixed input size
-            pass
+        except TypeError as error:  # a CNN: no fixed input size
+            if "img_size" not in str(error):
+                raise
     return timm.create_model(model, pretrained=False, num_classes=0)
 
 
@@ -50,10 +52,17 @@ def check_model(model: str) -> None:
     Raises:
         ValueError: one line with up to 5 close names, from timm's own pattern search
             (``timm.list_models("*<name>*")``) or, when that finds none, the closest
-            spellings.
+            spellings; or for solo-learn's own ViTs and Swins, which it registers in timm
+            under its backbone names (``vit_tiny``), pointing to ``backbone=<name>``.
     """
     import timm
+    from timm.models import is_model_in_modules
 
+    if timm.is_model(model) and is_model_in_modules(model, [_SOLO_MODULE]):
+        raise ValueError(
+            f"{model!r} is solo-learn's own backbone (registered in timm by solo-learn); "
+            f"use backbone={model}, or a timm name such as vit_tiny_patch16_224"
+        )
     if timm.is_model(model):
         return
     close = timm.list_models(f"*{model}*")[:5] or difflib.get_close_matches(

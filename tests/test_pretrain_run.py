@@ -266,6 +266,10 @@ def test_an_unknown_timm_model_exits_2_naming_close_ones(capsys):
     assert main(["pretrain", "backbone=timm", "backbone.name=resnet1x"]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert "unknown timm model 'resnet1x'" in line and "close names: resnet18" in line
+    # solo-learn registers its own ViTs in timm, whose constructors do not fit timm's call
+    assert main(["pretrain", "backbone=timm", "backbone.name=vit_tiny"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert "'vit_tiny' is solo-learn's own backbone" in line and "backbone=vit_tiny" in line
 
 
 @pytest.mark.parametrize(
