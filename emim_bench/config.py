@@ -10,8 +10,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from emim_bench import recipes
-
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "method_configs"
 CONFIG_NAME = "config"
 GROUPS = ("method", "data", "backbone", "trainer", "budget")
@@ -52,19 +50,8 @@ def load(overrides: list[str] | None = None) -> DictConfig:
     overrides = list(overrides or [])
     check_overrides(overrides)
     cfg = _compose(overrides)
-    recipe = recipes.recipe_overrides(cfg.budget_name, cfg.method.name, _value_keys(overrides))
-    if recipe:  # a paper budget: solo-learn's recipe of the method, under the user's overrides
-        cfg = _compose([*recipe, *overrides])
     check_values(cfg)
     return cfg
-
-
-def _value_keys(overrides: list[str]) -> set[str]:
-    """The config keys that ``overrides`` set; a chosen group counts as setting its keys
-    (``backbone=vit_tiny`` keeps the recipe's encoder off it), except ``method`` and
-    ``budget``, which choose the recipe itself."""
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
-    return keys - {"method", "budget"}
 
 
 # Groups whose choice may change under an existing checkpoint (evaluation on another dataset,
@@ -199,7 +186,7 @@ def check_values(cfg: DictConfig) -> None:
 
 
 def _check_warmup(cfg: DictConfig) -> None:
-    """Warn about a warm-up that starts at learning rate 0.
+    """Warn about a warm-up under LARS that starts at learning rate 0.
 
     solo-learn 1.0.2's ``warmup_cosine`` schedule is stepped once per epoch, so epoch 0 runs
     at ``optim.warmup_start_lr``. At 0 nothing trains in epoch 0, the SGD momentum buffer
@@ -210,13 +197,14 @@ def _check_warmup(cfg: DictConfig) -> None:
     """
     if (
         cfg.optim.scheduler == "warmup_cosine"
+        and cfg.optim.lars
         and cfg.warmup_epochs > 0
         and not cfg.optim.warmup_start_lr > 0
     ):
         warnings.warn(
             f"optim.warmup_start_lr={cfg.optim.warmup_start_lr} with warmup_epochs="
-            f"{cfg.warmup_epochs}: epoch 0 trains at learning rate 0 (solo-learn steps the "
-            "warm-up per epoch), and under LARS the first step of epoch 1 can diverge; "
+            f"{cfg.warmup_epochs} under LARS: epoch 0 trains at learning rate 0 (solo-learn steps "
+            "the warm-up per epoch) and the first step of epoch 1 can diverge; "
             "solo-learn's default start is 0.003",
             UserWarning,
             stacklevel=2,

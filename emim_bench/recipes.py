@@ -6,10 +6,11 @@ pretraining script for that method and setting passes (``cifar``: bash_files/pre
 flag a script does not pass takes solo-learn's own argparse default, read here from the
 installed package, so the recipe is the script's exactly.
 
-:func:`recipe_overrides` turns a recipe into Hydra overrides; :func:`emim_bench.config.load`
-applies them under ``budget=cifar_paper`` and ``budget=imagenet100_paper`` before the
-user's own, which win. :data:`NAMED_DIFFERENCES` lists the flags our harness does not take
-from a script, with the reason.
+:func:`write_budget_method_files` (``python -m emim_bench.recipes``) writes each recipe as
+``method_configs/budget_method/<budget>_<method>.yaml``, which Hydra composes under
+``budget=cifar_paper`` and ``budget=imagenet100_paper`` on every path (``pretrain``,
+sweeps, DDP ranks); the user's overrides still win. :data:`NAMED_DIFFERENCES` lists the
+flags our harness does not take from a script, with the reason.
 """
 
 from __future__ import annotations
@@ -132,29 +133,49 @@ def expected_config(setting: str, method: str) -> dict[str, Any] | None:
     return expected
 
 
-def _hydra_value(value: Any) -> str:
-    """``value`` in Hydra's override grammar."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
-    if value is None:
-        return "null"
-    return str(value)
+BUDGET_METHOD_DIR = RECIPE_DIR.parent / "budget_method"
+# Keys a recipe file does not set: the backbone is the backbone group's choice (resnet18 by
+# default, the recipes' encoder), so that backbone=... stays the user's.
+_LEFT_TO_GROUPS = ("backbone.encoder",)
 
 
-def recipe_overrides(budget: str, method: str, user_keys: set[str]) -> list[str]:
-    """Hydra overrides that set every value of the recipe of ``method`` under ``budget``
-    (none for other budgets or a method without a recipe), leaving out ``user_keys`` (the
-    config keys the user's overrides set) and the keys below them: the user's values win."""
-    setting = PAPER_SETTINGS.get(budget)
-    expected = expected_config(setting, method) if setting else None
-    if not expected:
-        return []
-    return [
-        f"++{key}={_hydra_value(value)}"
-        for key, value in expected.items()
-        if not any(key == k or key.startswith(k + ".") for k in user_keys)
-    ]
+def budget_method_path(budget: str, method: str) -> Path:
+    """``method_configs/budget_method/<budget>_<method>.yaml``, which Hydra composes for
+    ``budget=<budget> method=<method>`` (``config.yaml``'s optional ``budget_method``)."""
+    return BUDGET_METHOD_DIR / f"{budget}_{method}.yaml"
+
+
+def budget_method_text(budget: str, method: str) -> str | None:
+    """The YAML of the recipe of ``method`` under a paper ``budget`` (None without one): every
+    key of :func:`expected_config` but those left to the config groups, nested."""
+    setting = PAPER_SETTINGS[budget]
+    expected = expected_config(setting, method)
+    if expected is None:
+        return None
+    tree = OmegaConf.create()
+    for key, value in expected.items():
+        if key not in _LEFT_TO_GROUPS:
+            OmegaConf.update(tree, key, value, force_add=True)
+    header = (
+        "# @package _global_\n"
+        f"# solo-learn 1.0.2's {setting} recipe for {method}, written from\n"
+        f"# method_configs/recipes/{setting}/{method}.yaml and solo-learn's defaults by\n"
+        "# `python -m emim_bench.recipes`; do not edit (tests/test_recipes.py checks it).\n"
+    )
+    return header + OmegaConf.to_yaml(tree)
+
+
+def write_budget_method_files() -> list[Path]:
+    """(Re)write the budget_method file of every recipe; returns the paths written."""
+    written = []
+    for budget, setting in PAPER_SETTINGS.items():
+        for recipe in sorted((RECIPE_DIR / setting).glob("*.yaml")):
+            path = budget_method_path(budget, recipe.stem)
+            path.write_text(budget_method_text(budget, recipe.stem))
+            written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write_budget_method_files():
+        print(path.relative_to(RECIPE_DIR.parents[1]))

@@ -262,6 +262,15 @@ def test_a_timm_model_trains_as_the_backbone_of_any_method(
     assert results["backbone"] == model and 0 <= results["metrics"]["knn_acc1_k20"] <= 100
 
 
+def test_evaluating_a_checkpoint_alone_knows_timm_backbones():
+    # `emim-bench evaluate` builds a backbone without importing the training modules
+    code = (
+        "import emim_bench.run.checkpoint; from solo.methods.base import BaseMethod; "
+        "assert BaseMethod.__init__._takes_timm"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
 def test_an_unknown_timm_model_exits_2_naming_close_ones(capsys):
     assert main(["pretrain", "backbone=timm", "backbone.name=resnet1x"]) == 2
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]

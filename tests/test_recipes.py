@@ -37,6 +37,22 @@ def test_a_paper_budget_config_equals_the_recipe_key_by_key(setting, method):
 
 
 @pytest.mark.parametrize(("setting", "method"), RECIPES)
+def test_the_budget_method_files_are_written_from_the_recipes(setting, method):
+    budget = BUDGET_OF[setting]
+    path = recipes.budget_method_path(budget, method)
+    assert path.read_text() == recipes.budget_method_text(budget, method), (
+        f"{path} is stale: run `python -m emim_bench.recipes`"
+    )
+
+
+def test_every_path_composes_the_recipe_as_pretrain_does():
+    # Sweeps and --multirun compose with Hydra directly; config.load adds only checks.
+    overrides = ["budget=cifar_paper", "method=vicreg", "epochs=2"]
+    assert config._compose(overrides) == config.load(overrides)
+    assert config._compose(overrides).optim.classifier_lr == 0.3  # the recipe's, not ours
+
+
+@pytest.mark.parametrize(("setting", "method"), RECIPES)
 def test_every_flag_of_a_script_is_taken_or_named_as_a_difference(setting, method):
     flags = recipes.load_flags(setting, method)
     accounted = (

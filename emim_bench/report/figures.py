@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from emim_bench.report.collect import done_runs
 from emim_bench.report.labels import (
     HEADLINE_METRICS,
+    METHOD_NAMES,
     METRIC_LABELS,
     base_method,
     method_label,
@@ -59,21 +60,10 @@ def _fixed_jitter(seed: int = 0) -> Iterator[None]:
         np.random.set_state(state)
 
 
-# solo-learn's other methods, each with a colour of its own in every report (tab20b's darker
-# halves), after the paper's five, which keep tab10's first five.
-_PAPER_METHODS = ["emim", "simclr", "byol", "barlow_twins", "vicreg"]
-_ZOO_METHODS = [
-    "deepclusterv2",
-    "dino",
-    "mocov2plus",
-    "nnbyol",
-    "nnclr",
-    "nnsiam",
-    "ressl",
-    "simsiam",
-    "swav",
-    "wmse",
-]
+# The paper's five methods take tab10's first five colours, solo-learn's other ten tab20b's
+# darker halves: one colour per method in every report.
+_KNOWN_METHODS = [m for m in METHOD_NAMES if m != "random"]
+_PAPER_METHODS, _ZOO_METHODS = _KNOWN_METHODS[:5], _KNOWN_METHODS[5:]
 
 
 def _palette(methods: Sequence[str]) -> dict[str, tuple]:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from solo.methods import METHODS
 
 from emim_bench import config, data
+from emim_bench import methods as _methods  # noqa: F401  (EMIM and timm backbones registered)
 from emim_bench.run.directory import CONFIG_FILE, LAST_CHECKPOINT, utc_now, write_json_atomic
 from emim_bench.run.evaluation import EvalSets, offline_metrics
 from emim_bench.run.results import versions
@@ -127,11 +128,15 @@ def evaluate_path(path: str | Path, overrides: list[str]) -> tuple[Path, dict]:
     eval_sets = EvalSets(cfg, root)
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     backbone = load_backbone(cfg, checkpoint, eval_sets.num_classes).to(device)
+    try:
+        metrics = offline_metrics(cfg, backbone, eval_sets)
+    finally:
+        eval_sets.release_workers()
     result = {
         "checkpoint": str(checkpoint),
         "dataset": cfg.data.name,
         "backbone": cfg.backbone.name,
-        "metrics": offline_metrics(cfg, backbone, eval_sets),
+        "metrics": metrics,
         "knn": {"k": list(cfg.eval.knn_k), "temperature": cfg.eval.knn_temperature},
         "evaluated_utc": utc_now(),
         "versions": versions(),

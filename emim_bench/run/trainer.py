@@ -136,6 +136,8 @@ def method_kwargs(cfg: DictConfig, num_classes: int, world_size: int = 1) -> dic
         for k in ("cifar", "zero_init_residual", "patch_size", "img_size")
         if k in cfg.backbone
     }
+    if not cfg.backbone.encoder.startswith("resnet"):  # a ResNet setting (recipes set it)
+        backbone_args.pop("zero_init_residual", None)
     if cfg.backbone.encoder == "timm":  # emim_bench.backbones: the timm model by its name
         backbone_args["model"] = cfg.backbone.name
     return dict(
