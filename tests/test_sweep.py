@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from emim_bench import config
 from emim_bench.cli import main
 from emim_bench.run import directory as run_directory
 from emim_bench.sweep import devices as sweep_devices
@@ -377,13 +378,16 @@ def test_shipped_sweeps_compose(tmp_path):
         "imagenet100_paper",
         "select_cpu_budget",
         "smoke",
+        "zoo_cpu",
     ]
     for name in names:
         spec = sweep_file.load_sweep(REPO / "sweeps" / f"{name}.yaml")
         assert spec.name == name
         runs = sweep_plan.plan(spec, [f"runs_root={tmp_path}"])
         assert len({r.run_id for r in runs}) == len(runs)
-        if name not in ("smoke", "emim_ablation_cpu", "select_cpu_budget"):
+        if name == "zoo_cpu":  # every method of the zoo and the floor
+            assert set(spec.grids[0]["method"]) == set(config.choices("method"))
+        elif name not in ("smoke", "emim_ablation_cpu", "select_cpu_budget"):
             assert set(spec.grids[0]["method"]) == {
                 "emim",
                 "simclr",
