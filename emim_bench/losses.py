@@ -9,16 +9,34 @@ Maximization for Self-Supervised Learning", arXiv:2409.04747 (2024), Theorem 1:
 
 with C11, C22 the covariances of each view's embedding over the batch and C the
 covariance of the concatenation [Z, Z'].
+
+And EMIM's nearest relatives, which maximise log-determinants of embedding statistics too:
+CorInfoMax (each view's running covariance, plus an MSE term) and MEC (the cross-view
+similarity matrix, by a truncated Taylor series).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
-__all__ = ["emim_loss_func", "gaussian_mutual_information", "mi_ceiling_nats"]
+__all__ = [
+    "RunningMoments",
+    "corinfomax_loss_func",
+    "emim_loss_func",
+    "gaussian_mutual_information",
+    "initial_moments",
+    "mec_lambda",
+    "mec_lambda_warmup",
+    "mec_loss_func",
+    "mi_ceiling_nats",
+    "taylor_logdet",
+    "update_moments",
+]
 
 _FORMS = ("auto", "primal", "dual")
 
@@ -73,7 +91,15 @@ def _standardize(z: torch.Tensor, scale: bool) -> torch.Tensor:
     return z
 
 
-def _cholesky(m: torch.Tensor, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
+_EMIM_PD_HINT = (
+    "EMIM: covariance is not positive definite in float64 (Cholesky failed); "
+    "use eps > 0 (e.g. 1e-2) and standardize=True."
+)
+
+
+def _cholesky(
+    m: torch.Tensor, check: bool, hint: str = _EMIM_PD_HINT
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cholesky factor of SPD ``m`` (..., k, k) and whether any factorisation failed (bool tensor).
 
     With ``check`` a failure raises at once, which reads the status on the host (on a GPU, a
@@ -82,10 +108,7 @@ def _cholesky(m: torch.Tensor, check: bool) -> tuple[torch.Tensor, torch.Tensor]
     chol, info = torch.linalg.cholesky_ex(m)
     failed = (info != 0).any()
     if check and bool(failed):
-        raise torch.linalg.LinAlgError(
-            "EMIM: covariance is not positive definite in float64 (Cholesky failed); "
-            "use eps > 0 (e.g. 1e-2) and standardize=True."
-        )
+        raise torch.linalg.LinAlgError(hint)
     return chol, failed
 
 
@@ -352,3 +375,225 @@ def emim_loss_func(
     return -gaussian_mutual_information(
         z1, z2, eps=eps, standardize=standardize, form=form, check=check
     )
+
+
+# ---- EMIM's log-determinant relatives ----------------------------------------------------------
+
+
+class RunningMoments(NamedTuple):
+    """One view's running first and second moments (CorInfoMax): ``mean`` (D,) and ``cov``
+    (D, D), float64, detached from the graph between steps."""
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+
+
+def initial_moments(dim: int, r_ini: float = 1.0, device=None) -> RunningMoments:
+    """CorInfoMax's starting estimates: mean 0 and covariance ``r_ini * I`` (D, D), float64."""
+    return RunningMoments(
+        torch.zeros(dim, dtype=torch.float64, device=device),
+        r_ini * torch.eye(dim, dtype=torch.float64, device=device),
+    )
+
+
+def update_moments(
+    z: torch.Tensor, previous: RunningMoments, la_R: float, la_mu: float
+) -> RunningMoments:
+    """One step of CorInfoMax's exponentially weighted moments (Ozsoy et al., NeurIPS 2022,
+    Sec. 3; the recursion of serdarozsoy/corinfomax-ssl ``loss.py``).
+
+    ``mean = la_mu * previous.mean + (1 - la_mu) * mean(z)`` and, with the rows centred by
+    that new mean, ``cov = la_R * previous.cov + (1 - la_R) * zc^T zc / N`` (the biased batch
+    covariance). ``la_R`` and ``la_mu`` weigh the past: 0 keeps the batch estimate only.
+    The batch terms keep their gradient; the previous estimates carry none.
+
+    Args:
+        z: embeddings (N, D), any floating dtype (computed in float64).
+        previous: the estimates after the last step.
+        la_R, la_mu: forgetting factors in [0, 1).
+
+    Returns:
+        The new :class:`RunningMoments`, float64, attached to ``z``'s graph.
+    """
+    z = z.double()
+    mean = la_mu * previous.mean + (1 - la_mu) * z.mean(dim=0)  # (D,)
+    centred = z - mean  # (N, D)
+    cov = la_R * previous.cov + (1 - la_R) * (centred.T @ centred) / z.shape[0]  # (D, D)
+    return RunningMoments(mean, cov)
+
+
+def _gathered(z: torch.Tensor, gather_distributed: bool) -> torch.Tensor:
+    """``z`` (n, p) from every rank as (world_size * n, p) under DDP, with gradient; else ``z``."""
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return _all_gather_with_grad(z) if gather_distributed and distributed else z
+
+
+_CORINFOMAX_PD_HINT = (
+    "a running covariance plus eps * I is not positive definite (Cholesky failed); "
+    "raise method.kwargs.eps (its recipe: 1e-8) or R_ini"
+)
+
+
+def corinfomax_loss_func(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    moments1: RunningMoments,
+    moments2: RunningMoments,
+    la_R: float = 0.01,
+    la_mu: float = 0.01,
+    eps: float = 1e-8,
+    alpha: float = 250.0,
+    gather_distributed: bool = True,
+    check: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[RunningMoments, RunningMoments]]:
+    """CorInfoMax loss (Ozsoy, Hamdan, Arik, Yuret, Erdogan, "Self-Supervised Learning with an
+    Information Maximization Criterion", NeurIPS 2022; the loss of serdarozsoy/corinfomax-ssl):
+
+        loss = alpha * mean((z1 - z2)^2) - [log det(R1 + eps I) + log det(R2 + eps I)] / D
+
+    with ``R1``, ``R2`` each view's running covariance (:func:`update_moments`). The first
+    term pulls the two views' embeddings together; the second spreads each view's
+    embeddings over all D directions (the log-determinant is largest for a covariance with
+    equal eigenvalues). Unlike EMIM, each view's covariance is estimated on its own, over
+    past batches too, and the cross-view dependence enters only through the MSE.
+
+    Under DDP both views are all-gathered with gradient first, as the authors' multi-GPU code
+    does, so every rank holds the same estimates. Log-determinants in float64, by Cholesky.
+
+    Args:
+        z1, z2: the two views' embeddings (N, D), floating point (CorInfoMax's recipes
+            L2-normalise them first).
+        moments1, moments2: each view's estimates after the previous step
+            (:func:`initial_moments` at the start).
+        la_R, la_mu: forgetting factors of the covariance and the mean, in [0, 1).
+        eps: ridge added to each covariance before its log-determinant, >= 0.
+        alpha: weight of the MSE term (the paper's alpha).
+        gather_distributed: all-gather the views across ranks when distributed.
+        check: raise at once when a factorisation fails (a host synchronisation); else NaN.
+
+    Returns:
+        ``(loss, logdet_term, mse, (moments1, moments2))``: the loss, its log-determinant
+        term and its MSE (scalars in ``z1``'s dtype; the log-determinant term is in nats per
+        dimension), and the updated estimates, detached, for the next step.
+
+    Raises:
+        ValueError: shapes differ or are not 2-D, a forgetting factor outside [0, 1), eps < 0.
+        torch.linalg.LinAlgError: with ``check``, a ridged covariance is not positive definite.
+    """
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must be 2-D with equal shapes; got {tuple(z1.shape)}, {tuple(z2.shape)}"
+        )
+    if not (0 <= la_R < 1 and 0 <= la_mu < 1):
+        raise ValueError(f"la_R and la_mu must be in [0, 1); got {la_R}, {la_mu}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0; got {eps}")
+    out_dtype, dim = z1.dtype, z1.shape[1]
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z1 = _gathered(z1.double(), gather_distributed)  # (N, D)
+        z2 = _gathered(z2.double(), gather_distributed)
+        new1 = update_moments(z1, moments1, la_R, la_mu)
+        new2 = update_moments(z2, moments2, la_R, la_mu)
+        ridged = _with_ridge(torch.stack([new1.cov, new2.cov]), eps)  # (2, D, D)
+        chol, failed = _cholesky(ridged, check, "CorInfoMax: " + _CORINFOMAX_PD_HINT)
+        logdet_term = -_logdet_from_cholesky(chol).sum() / dim
+        logdet_term = torch.where(failed, torch.nan, logdet_term)
+        mse = (z1 - z2).pow(2).mean()
+        loss = alpha * mse + logdet_term
+    detached = tuple(RunningMoments(m.mean.detach(), m.cov.detach()) for m in (new1, new2))
+    return loss.to(out_dtype), logdet_term.to(out_dtype), mse.to(out_dtype), detached
+
+
+def mec_lambda(batch_size: int, dim: int, eps: float) -> float:
+    """MEC's lambda = d / (m * eps) for a global batch of m embeddings of d dimensions
+    (Liu et al., NeurIPS 2022, with ``eps`` the paper's eps^2: xinliu20/MEC
+    ``main_pretrain.py`` takes ``--eps 64`` and sets lambda = 1 / (m * eps / d)).
+
+    Raises:
+        ValueError: a non-positive argument.
+    """
+    if batch_size < 1 or dim < 1 or not eps > 0:
+        raise ValueError(f"need batch_size, dim >= 1 and eps > 0; got {batch_size}, {dim}, {eps}")
+    return dim / (batch_size * eps)
+
+
+def mec_lambda_warmup(step: int, warmup_steps: int, lamda: float) -> float:
+    """MEC's warm-up of lambda: 1/lambda rises linearly from 8/lambda to 1/lambda over
+    ``warmup_steps`` steps, then stays (xinliu20/MEC ``lamda_scheduler``, "to ensure the
+    convergence of the Taylor expansion"); returns the lambda of ``step`` (0-based)."""
+    if step >= warmup_steps:
+        return lamda
+    start, end = 8 / lamda, 1 / lamda
+    inverse = start + (end - start) * step / max(warmup_steps - 1, 1)
+    return 1 / inverse
+
+
+def taylor_logdet(c: torch.Tensor, order: int) -> torch.Tensor:
+    """``trace(sum_{k=1..order} (-1)^(k+1) c^k / k)``, the truncated series of
+    ``log det(I + c) = trace(log(I + c))`` for square ``c`` (m, m) whose spectral radius is
+    below 1 (MEC, Liu et al., NeurIPS 2022). Returns a scalar in ``c``'s dtype.
+
+    Raises:
+        ValueError: ``c`` not square, or ``order`` < 1.
+    """
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or order < 1:
+        raise ValueError(f"need a square matrix and order >= 1; got {tuple(c.shape)}, {order}")
+    power, total = c, torch.zeros_like(c)
+    for k in range(1, order + 1):
+        if k > 1:
+            power = power @ c  # c^k (m, m)
+        total = total + power / k if k % 2 else total - power / k
+    return total.diagonal().sum()
+
+
+def mec_loss_func(
+    online1: torch.Tensor,
+    online2: torch.Tensor,
+    target1: torch.Tensor,
+    target2: torch.Tensor,
+    lamda: float,
+    order: int = 4,
+    gather_distributed: bool = True,
+) -> torch.Tensor:
+    """MEC loss (Liu, Wang, Liu, Wang, Chen, "Self-Supervised Learning via Maximum Entropy
+    Coding", NeurIPS 2022; the loss of xinliu20/MEC ``main_pretrain.py``): minus the coding
+    length of the cross-view similarities of the global batch, scaled by 1/lambda,
+
+        loss = -1 / (2 m lambda) * [T(lambda * t1 o2^T) + T(lambda * t2 o1^T)]
+
+    with the rows L2-normalised, ``T`` the truncated series of log det(I + .)
+    (:func:`taylor_logdet`), ``o`` the online branch's predictions and ``t`` the momentum
+    (target) branch's projections of the other view. Its first-order term is
+    ``-1/(2m) sum_i [cos(t1_i, o2_i) + cos(t2_i, o1_i)]``, BYOL's alignment; the higher
+    orders penalise similarity between different images, as a log-determinant does.
+
+    Args:
+        online1, online2: the predictor's outputs for views 1 and 2 (N, d).
+        target1, target2: the momentum projector's outputs for views 1 and 2 (N, d); no
+            gradient flows into them.
+        lamda: lambda at this step (:func:`mec_lambda`, :func:`mec_lambda_warmup`), > 0.
+        order: terms of the series (MEC: 4).
+        gather_distributed: all-gather across ranks when distributed (m = global batch).
+
+    Returns:
+        Scalar tensor in ``online1``'s dtype (computed in at least float32, autocast off).
+
+    Raises:
+        ValueError: shapes differ or are not 2-D, ``lamda`` <= 0, or ``order`` < 1.
+    """
+    shapes = {tuple(t.shape) for t in (online1, online2, target1, target2)}
+    if len(shapes) != 1 or online1.ndim != 2:
+        raise ValueError(f"all four inputs must be 2-D with one shape; got {sorted(shapes)}")
+    if not lamda > 0:
+        raise ValueError(f"lamda must be > 0; got {lamda}")
+    out_dtype = online1.dtype
+    dtype = torch.promote_types(out_dtype, torch.float32)
+    with torch.autocast(device_type=online1.device.type, enabled=False):
+        o1, o2, t1, t2 = (
+            F.normalize(_gathered(x.to(dtype), gather_distributed), dim=1)
+            for x in (online1, online2, target1.detach(), target2.detach())
+        )
+        m = o1.shape[0]
+        coding = taylor_logdet(lamda * t1 @ o2.T, order) + taylor_logdet(lamda * t2 @ o1.T, order)
+        loss = -coding / (2 * m * lamda)
+    return loss.to(out_dtype)

@@ -349,13 +349,13 @@ def test_the_benchmark_step_checks_emim_as_often_as_the_trainer_on_the_device(de
 def test_the_benchmark_steps_check_emim_every_n_steps_as_a_trainer_does(monkeypatch):
     from emim_bench import methods
 
-    checks, real_loss = [], methods.emim_loss_func
+    checks, real_loss = [], methods.emim.emim_loss_func
 
     def recording_loss(*args, **kwargs):
         checks.append(kwargs["check"])
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(methods, "emim_loss_func", recording_loss)
+    monkeypatch.setattr(methods.emim, "emim_loss_func", recording_loss)
     real_kwargs = bench_step.step_method_kwargs
     monkeypatch.setattr(
         bench_step,

@@ -167,13 +167,13 @@ def test_online_classifier_does_not_reach_the_backbone(cifar10_views, tiny_kwarg
 def test_host_checks_run_every_n_steps(cifar10_views, tiny_kwargs, tmp_path, monkeypatch):
     from emim_bench import methods
 
-    checks, real_loss = [], methods.emim_loss_func
+    checks, real_loss = [], methods.emim.emim_loss_func
 
     def recording_loss(*args, **kwargs):
         checks.append(kwargs["check"])
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(methods, "emim_loss_func", recording_loss)
+    monkeypatch.setattr(methods.emim, "emim_loss_func", recording_loss)
     torch.manual_seed(0)
     method = build_method("emim", **tiny_kwargs("emim", check_every_n_steps=2))
     trainer = fit(method, pretrain_loader(cifar10_views, batch_size=16), tmp_path, max_steps=4)

@@ -5,14 +5,13 @@ I(Z; Z') = 1/2 [log det C11 + log det C22 - log det C], in nats.
 """
 
 import math
-import os
-import socket
-import time
+from functools import partial
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import assert_two_ranks_match_one_process
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -338,82 +337,14 @@ def test_output_dtype_equals_input_dtype(dtype):
 # ---- DDP: global-batch statistics -------------------------------------------------------------
 
 
-class _TwoViewLinear(torch.nn.Module):
-    """One forward for both views, as Lightning calls a DDP-wrapped training_step once."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(8, 6)
-
-    def forward(self, x1, x2):
-        return self.linear(x1), self.linear(x2)
-
-
-def _ddp_worker(rank, world_size, port, x1, x2, state, forms, out_dir):
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        rows = slice(rank * len(x1) // world_size, (rank + 1) * len(x1) // world_size)
-        results = {}
-        for form in forms:
-            model = _TwoViewLinear().double()
-            model.load_state_dict(state)
-            ddp = torch.nn.parallel.DistributedDataParallel(model)
-            loss = emim_loss_func(*ddp(x1[rows], x2[rows]), form=form)
-            loss.backward()
-            results[form] = (loss.detach(), {k: p.grad for k, p in model.named_parameters()})
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(
     not dist.is_available() or "fork" not in mp.get_all_start_methods(),
     reason="needs torch.distributed (gloo) and the fork start method",
 )
 def test_ddp_two_ranks_match_one_process_with_the_whole_batch(tmp_path):
-    # float64 end to end, so that 1e-6 is far above summation-order noise (float32 differs
-    # by ~4e-7 on gradients of size ~3) and far below the 1/world_size error of a gather
-    # whose backward does not all-reduce.
-    gen = _gen(18)
-    x1 = torch.randn(16, 8, generator=gen, dtype=F64)
-    x2 = x1 + 0.5 * torch.randn(16, 8, generator=gen, dtype=F64)
-    torch.manual_seed(0)
-    model = _TwoViewLinear().double()
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    forms = ("primal", "dual")  # global N = 16 > 2D = 12: both valid with eps > 0
-
-    ctx = mp.start_processes(
-        _ddp_worker,
-        args=(2, _free_port(), x1, x2, state, forms, str(tmp_path)),
-        nprocs=2,
-        join=False,
-        start_method="fork",
-    )
-    deadline = time.monotonic() + 60
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("DDP workers did not finish within 60 s")
-
-    for form in forms:
-        model.zero_grad()
-        loss = emim_loss_func(*model(x1, x2), form=form)
-        loss.backward()
-        for rank in range(2):
-            ddp_loss, ddp_grads = torch.load(tmp_path / f"rank{rank}.pt")[form]
-            assert abs(ddp_loss - loss.detach()) < 1e-6
-            for name, p in model.named_parameters():
-                assert (ddp_grads[name] - p.grad).abs().max() < 1e-6, (form, rank, name)
+    # global N = 16 > 2D = 12: both forms valid with eps > 0
+    losses = {form: partial(emim_loss_func, form=form) for form in ("primal", "dual")}
+    assert_two_ranks_match_one_process(losses, tmp_path)
 
 
 # ---- the ceiling of the standardised estimator ---------------------------------------------------

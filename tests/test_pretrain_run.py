@@ -49,7 +49,9 @@ ZOO = {
         "method.kwargs.whitening_size=16",
     ],
 }
-SMALL.update(ZOO)
+# EMIM's log-determinant relatives (ours).
+RELATIVES = {"corinfomax": _PROJ, "mec": [*_PROJ, *_PRED]}
+SMALL.update(ZOO, **RELATIVES)
 
 
 def tiny_run(method: str, runs_root: Path, *extra: str) -> list[str]:
@@ -367,14 +369,14 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, ci
     import emim_bench.methods as methods
 
     calls = {"n": 0}
-    real_loss = methods.emim_loss_func
+    real_loss = methods.emim.emim_loss_func
 
     def loss_turning_nan(*args, **kwargs):
         calls["n"] += 1
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls["n"] >= 6 else loss
 
-    monkeypatch.setattr(methods, "emim_loss_func", loss_turning_nan)
+    monkeypatch.setattr(methods.emim, "emim_loss_func", loss_turning_nan)
     cfg = config.load(tiny_run("emim", tmp_path, "epochs=2"))
     with pytest.raises(run_trainer.NonFiniteLossError, match="at step 6"):
         pretrain.run(cfg)

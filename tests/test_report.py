@@ -593,7 +593,7 @@ def test_every_method_of_the_zoo_has_its_own_colour_in_every_report():
 
     zoo = config.choices("method")
     together = report_figures._palette(zoo)
-    assert len(zoo) == 16 and len({together[m] for m in zoo}) == len(zoo)
+    assert len(zoo) == 18 and len({together[m] for m in zoo}) == len(zoo)
     for method in zoo:  # the same colour alone, beside the floor, or among all
         assert report_figures._palette([method, "random"])[method] == together[method]
     assert method_order(zoo)[0] == "emim" and method_order(zoo)[-1] == "random"

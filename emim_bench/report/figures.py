@@ -61,21 +61,25 @@ def _fixed_jitter(seed: int = 0) -> Iterator[None]:
 
 
 # The paper's five methods take tab10's first five colours, solo-learn's other ten tab20b's
-# darker halves: one colour per method in every report.
+# darker halves, EMIM's two log-determinant relatives two of Dark2's: one colour per method
+# in every report.
 _KNOWN_METHODS = [m for m in METHOD_NAMES if m != "random"]
-_PAPER_METHODS, _ZOO_METHODS = _KNOWN_METHODS[:5], _KNOWN_METHODS[5:]
+_PAPER_METHODS, _ZOO_METHODS = _KNOWN_METHODS[:5], _KNOWN_METHODS[5:15]
+_RELATIVES = _KNOWN_METHODS[15:]
 
 
 def _palette(methods: Sequence[str]) -> dict[str, tuple]:
     """A colour per method (group), the same in every report for every method of the zoo: the
     five methods of the paper take tab10's first five, solo-learn's other ten methods ten
-    colours of tab20b; groups that differ in their settings (``emim D=64``) take tab10's
-    other five, or, when there are more, n evenly spaced hues dealt out with a stride near
-    0.38 n, so that groups listed next to each other (the values of one factor) get
-    far-apart hues; the floor is grey."""
+    colours of tab20b, CorInfoMax and MEC two of Dark2; groups that differ in their settings
+    (``emim D=64``) take tab10's other five, or, when there are more, n evenly spaced hues
+    dealt out with a stride near 0.38 n, so that groups listed next to each other (the
+    values of one factor) get far-apart hues; the floor is grey."""
     tab10, tab20b = sns.color_palette("tab10", 10), sns.color_palette("tab20b", 20)
     palette = {m: tab10[i] for i, m in enumerate(_PAPER_METHODS)}
     palette.update({m: tab20b[2 * i] for i, m in enumerate(_ZOO_METHODS)})
+    dark2 = sns.color_palette("Dark2", 8)
+    palette.update({m: dark2[3 * i] for i, m in enumerate(_RELATIVES)})
     known = set(palette) | {"random"}
     extra = [m for m in method_order(methods) if m not in known]
     if len(extra) <= 5:

@@ -27,6 +27,8 @@ METHOD_NAMES = {
     "simsiam": "SimSiam",
     "swav": "SwAV",
     "wmse": "W-MSE",
+    "corinfomax": "CorInfoMax",
+    "mec": "MEC",
     "random": "random init",
 }
 

@@ -1,4 +1,4 @@
-"""EMIM as a solo-learn method, registered in ``solo.methods.METHODS["emim"]``."""
+"""EMIM as a solo-learn method (registered by :func:`emim_bench.methods.register`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import emim_bench.compat  # noqa: F401  (adapts solo-learn and Lightning before 
 
 import torch
 import torch.distributed as dist
-from solo.methods import METHODS
 from solo.methods.base import BaseMethod
 from torch import nn
 
-from emim_bench.backbones import enable_timm_backbones
 from emim_bench.losses import emim_loss_func, mi_ceiling_nats
 from emim_bench.metrics import effective_rank
 
@@ -157,34 +155,3 @@ class EMIM(BaseMethod):
             return self.global_step
         self._steps_outside_trainer += 1
         return self._steps_outside_trainer - 1
-
-
-def register() -> None:
-    """Add EMIM to solo-learn's registry as ``METHODS["emim"]`` and let every method take a
-    timm backbone (:func:`emim_bench.backbones.enable_timm_backbones`); idempotent.
-
-    After this, solo-learn's own argparse pipeline
-    (``solo.args.setup.parse_args_pretrain`` with ``--method emim``) builds it.
-    """
-    METHODS["emim"] = EMIM
-    enable_timm_backbones()
-
-
-def build_method(name: str, **kwargs) -> BaseMethod:
-    """Instantiate a method of solo-learn's registry (``solo.methods.METHODS``) by name.
-
-    Args:
-        name: registry key, e.g. "simclr", "byol", "barlow_twins", "vicreg", "emim".
-        **kwargs: the method's constructor arguments (solo-learn's BaseMethod
-            arguments plus the method's own, e.g. ``proj_hidden_dim``).
-
-    Raises:
-        ValueError: ``name`` is not registered; the message lists the valid names.
-    """
-    if name not in METHODS or name in ("base", "linear"):
-        valid = sorted(k for k in METHODS if k not in ("base", "linear"))
-        raise ValueError(f"unknown method {name!r}; choose one of {valid}")
-    return METHODS[name](**kwargs)
-
-
-register()
