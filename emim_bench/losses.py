@@ -405,7 +405,8 @@ def update_moments(
     ``mean = la_mu * previous.mean + (1 - la_mu) * mean(z)`` and, with the rows centred by
     that new mean, ``cov = la_R * previous.cov + (1 - la_R) * zc^T zc / N`` (the biased batch
     covariance). ``la_R`` and ``la_mu`` weigh the past: 0 keeps the batch estimate only.
-    The batch terms keep their gradient; the previous estimates carry none.
+    The batch terms keep their gradient; the previous estimates are used as they are given
+    (:func:`corinfomax_loss_func` detaches what it returns, so across steps they carry none).
 
     Args:
         z: embeddings (N, D), any floating dtype (computed in float64).
@@ -453,9 +454,10 @@ def corinfomax_loss_func(
 
     with ``R1``, ``R2`` each view's running covariance (:func:`update_moments`). The first
     term pulls the two views' embeddings together; the second spreads each view's
-    embeddings over all D directions (the log-determinant is largest for a covariance with
-    equal eigenvalues). Unlike EMIM, each view's covariance is estimated on its own, over
-    past batches too, and the cross-view dependence enters only through the MSE.
+    embeddings over all D directions (at a fixed trace, which the L2-normalised embeddings
+    of its recipes give, the log-determinant is largest for equal eigenvalues). Unlike
+    EMIM, each view's covariance is estimated on its own, over past batches too, and the
+    cross-view dependence enters only through the MSE.
 
     Under DDP both views are all-gathered with gradient first, as the authors' multi-GPU code
     does, so every rank holds the same estimates. Log-determinants in float64, by Cholesky.
@@ -473,8 +475,9 @@ def corinfomax_loss_func(
 
     Returns:
         ``(loss, logdet_term, mse, (moments1, moments2))``: the loss, its log-determinant
-        term and its MSE (scalars in ``z1``'s dtype; the log-determinant term is in nats per
-        dimension), and the updated estimates, detached, for the next step.
+        term and its MSE (scalars in ``z1``'s dtype; the log-determinant term is minus the
+        two views' log-determinants summed and divided by D, in nats), and the updated
+        estimates, detached, for the next step.
 
     Raises:
         ValueError: shapes differ or are not 2-D, a forgetting factor outside [0, 1), eps < 0.
@@ -518,7 +521,7 @@ def mec_lambda(batch_size: int, dim: int, eps: float) -> float:
 
 
 def mec_lambda_warmup(step: int, warmup_steps: int, lamda: float) -> float:
-    """MEC's warm-up of lambda: 1/lambda rises linearly from 8/lambda to 1/lambda over
+    """MEC's warm-up of lambda: 1/lambda falls linearly from 8/lambda to 1/lambda over
     ``warmup_steps`` steps, then stays (xinliu20/MEC ``lamda_scheduler``, "to ensure the
     convergence of the Taylor expansion"); returns the lambda of ``step`` (0-based)."""
     if step >= warmup_steps:
@@ -557,7 +560,8 @@ def mec_loss_func(
 ) -> torch.Tensor:
     """MEC loss (Liu, Wang, Liu, Wang, Chen, "Self-Supervised Learning via Maximum Entropy
     Coding", NeurIPS 2022; the loss of xinliu20/MEC ``main_pretrain.py``): minus the coding
-    length of the cross-view similarities of the global batch, scaled by 1/lambda,
+    length of the cross-view similarities of the global batch, scaled by 1/lambda, in both
+    directions,
 
         loss = -1 / (2 m lambda) * [T(lambda * t1 o2^T) + T(lambda * t2 o1^T)]
 

@@ -82,6 +82,17 @@ def test_running_estimates_of_one_repeated_batch_converge_to_its_moments():
     torch.testing.assert_close(moments.cov, torch.cov(z.T, correction=0), rtol=0, atol=1e-12)
 
 
+def test_one_update_centres_the_batch_by_the_new_running_mean():
+    z = torch.tensor([[1.0, 2.0], [3.0, 0.0], [2.0, 4.0]], dtype=F64)  # batch mean (2, 2)
+    start = RunningMoments(torch.tensor([4.0, -2.0], dtype=F64), torch.eye(2, dtype=F64))
+    moments = update_moments(z, start, la_R=0.3, la_mu=0.25)
+    mean = torch.tensor([0.25 * 4 + 0.75 * 2, 0.25 * -2 + 0.75 * 2], dtype=F64)  # (2.5, 1.0)
+    centred = z - mean
+    expected = 0.3 * torch.eye(2, dtype=F64) + 0.7 * centred.T @ centred / 3
+    torch.testing.assert_close(moments.mean, mean, rtol=0, atol=1e-15)
+    torch.testing.assert_close(moments.cov, expected, rtol=0, atol=1e-14)
+
+
 def test_running_covariance_weighs_the_previous_estimate_by_la_r():
     z = _views(n=20, d=5, seed=3)[0]
     start = RunningMoments(z.mean(0), 2.0 * torch.eye(5, dtype=F64))  # mean already z's
@@ -239,6 +250,20 @@ def test_corinfomax_step_updates_its_running_estimates_which_a_checkpoint_keeps(
     torch.testing.assert_close(fresh.running_cov2, method.running_cov2, rtol=0, atol=0)
 
 
+def test_corinfomax_step_updates_each_views_estimates_from_that_views_embeddings():
+    method = _build(
+        "corinfomax", proj_hidden_dim=16, proj_output_dim=4, R_ini=2.0, la_R=0.3, la_mu=0.2
+    )
+    batch = _batch()
+    method.training_step(batch, 0)
+    for view, images in zip((1, 2), batch[1]):
+        z = method.embed(method.encoder(images))  # the same weights: no optimizer step ran
+        expected = update_moments(z, initial_moments(4, r_ini=2.0), la_R=0.3, la_mu=0.2)
+        mean, cov = getattr(method, f"running_mean{view}"), getattr(method, f"running_cov{view}")
+        torch.testing.assert_close(mean, expected.mean.detach(), rtol=0, atol=1e-6)
+        torch.testing.assert_close(cov, expected.cov.detach(), rtol=0, atol=1e-6)
+
+
 def test_corinfomax_normalises_its_embeddings():
     method = _build("corinfomax", proj_hidden_dim=16, proj_output_dim=4)
     z = method.embed(torch.randn(5, method.features_dim))
@@ -260,11 +285,61 @@ def test_mec_builds_its_authors_architecture():
     assert method.training_step(_batch(), 0).isfinite()
 
 
+def test_mec_scores_each_views_prediction_against_the_other_views_momentum_projection(
+    monkeypatch,
+):
+    import emim_bench.methods.mec as mec_module
+
+    method = _build("mec", proj_output_dim=32, pred_hidden_dim=8)
+    with torch.no_grad():  # a momentum branch that differs from the online one
+        for p in method.momentum_projector.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    calls = []
+    real = mec_module.mec_loss_func
+    monkeypatch.setattr(
+        mec_module, "mec_loss_func", lambda *a, **k: calls.append((a, k)) or real(*a, **k)
+    )
+    batch = _batch()
+    method.training_step(batch, 0)
+    ((args, kwargs),) = calls
+    x1, x2 = batch[1]
+    with torch.no_grad():
+        online = [method.predictor(method.projector(method.encoder(x))) for x in (x1, x2)]
+        target = [method.momentum_projector(method.momentum_encoder(x)) for x in (x1, x2)]
+    for got, want in zip(args[:4], [*online, *target]):
+        torch.testing.assert_close(got.detach(), want, rtol=0, atol=1e-5)
+    assert args[4] == pytest.approx(mec_lambda(8, 32, 64.0)) and kwargs == {"order": 4}
+
+
+def test_mec_lambda_counts_the_global_batch_and_optimizer_steps(monkeypatch):
+    from types import SimpleNamespace
+
+    method = _build("mec", proj_output_dim=32, pred_hidden_dim=8, lambda_warmup_epochs=1)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    assert method.current_lambda(local_batch=8, dim=32) == pytest.approx(mec_lambda(16, 32, 64.0))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    trainer = SimpleNamespace(num_training_batches=8, accumulate_grad_batches=2, global_step=3)
+    method._trainer = trainer  # 8 batches of which every 2 make a step: warm-up of 4 steps
+    lam = mec_lambda(8, 32, 64.0)
+    assert method.current_lambda(8, 32) == pytest.approx(lam)
+    trainer.global_step = 0
+    assert method.current_lambda(8, 32) == pytest.approx(lam / 8)
+    trainer.num_training_batches = float("inf")
+    with pytest.raises(ValueError, match="lambda_warmup_epochs=0"):
+        method.current_lambda(8, 32)
+
+
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [
         ("corinfomax", {"proj_hidden_dim": 16, "proj_output_dim": 4, "la_R": 1.5}, "la_R"),
         ("corinfomax", {"proj_hidden_dim": 0, "proj_output_dim": 4}, "proj_hidden_dim"),
+        (
+            "corinfomax",
+            {"proj_hidden_dim": 16, "proj_output_dim": 4, "check_every_n_steps": 0},
+            "check_every_n_steps",
+        ),
         ("mec", {"proj_output_dim": 32, "pred_hidden_dim": 8, "eps": -1.0}, "MEC: eps"),
         ("mec", {"proj_output_dim": 32, "pred_hidden_dim": 8, "order": 0}, "MEC: order"),
     ],

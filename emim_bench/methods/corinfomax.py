@@ -42,7 +42,8 @@ class CorInfoMax(BaseMethod):
         **kwargs: solo-learn ``BaseMethod`` arguments.
 
     Raises:
-        ValueError: a non-positive width, alpha or R_ini, a forgetting factor outside
+        ValueError: a non-positive width, alpha, R_ini or check_every_n_steps, a forgetting
+            factor outside
             [0, 1), or a negative eps.
     """
 
@@ -59,7 +60,9 @@ class CorInfoMax(BaseMethod):
         check_every_n_steps: int = 1,
         **kwargs,
     ):
-        self.validate_hparams(proj_hidden_dim, proj_output_dim, alpha, R_ini, la_R, la_mu, eps)
+        self.validate_hparams(
+            proj_hidden_dim, proj_output_dim, alpha, R_ini, la_R, la_mu, eps, check_every_n_steps
+        )
         super().__init__(**kwargs)
         self.normalize, self.alpha = bool(normalize), float(alpha)
         self.la_R, self.la_mu, self.eps = float(la_R), float(la_mu), float(eps)
@@ -77,11 +80,14 @@ class CorInfoMax(BaseMethod):
             self.register_buffer(f"running_cov{view}", start.cov)
 
     @staticmethod
-    def validate_hparams(proj_hidden_dim, proj_output_dim, alpha, R_ini, la_R, la_mu, eps) -> None:
+    def validate_hparams(
+        proj_hidden_dim, proj_output_dim, alpha, R_ini, la_R, la_mu, eps, check_every_n_steps=1
+    ) -> None:
         """Check CorInfoMax's own hyperparameters; raise ValueError naming the bad one."""
         for name, value in (
             ("proj_hidden_dim", proj_hidden_dim),
             ("proj_output_dim", proj_output_dim),
+            ("check_every_n_steps", check_every_n_steps),
         ):
             if int(value) != value or value < 1:
                 raise ValueError(f"CorInfoMax: {name} must be a positive integer, got {value!r}")
@@ -110,6 +116,7 @@ class CorInfoMax(BaseMethod):
         parser.add_argument("--la_R", type=float, default=0.01)
         parser.add_argument("--la_mu", type=float, default=0.01)
         parser.add_argument("--eps", type=float, default=1e-8)
+        parser.add_argument("--check_every_n_steps", type=int, default=1)
         return parent_parser
 
     @property

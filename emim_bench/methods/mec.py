@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,7 +42,9 @@ class MEC(BaseMomentumMethod):
     whose momentum follows solo-learn's cosine schedule from ``base_tau_momentum`` to
     ``final_tau_momentum`` (MEC: 0.996 to 1). lambda = d / (m * eps) for global batch m
     and embedding width d; over the first ``lambda_warmup_epochs`` epochs 1/lambda falls
-    linearly from 8/lambda, which keeps the Taylor series convergent early on.
+    linearly from 8/lambda (its authors' guard for the Taylor series' convergence: with
+    lambda * m = d / eps = 32 at its defaults, the series can still diverge if the
+    embeddings collapse).
 
     Logged: ``train_mec_loss`` and ``train_mec_lambda``.
 
@@ -136,13 +139,24 @@ class MEC(BaseMomentumMethod):
 
     def current_lambda(self, local_batch: int, dim: int) -> float:
         """lambda at this step: :func:`~emim_bench.losses.mec_lambda` of the global batch,
-        warmed up over ``lambda_warmup_epochs`` epochs of the Trainer (outside a Trainer,
-        where no epoch length is known, the final value)."""
+        warmed up over ``lambda_warmup_epochs`` epochs of the Trainer, counted in optimizer
+        steps (outside a Trainer, where no epoch length is known, the final value).
+
+        Raises:
+            ValueError: in a Trainer whose training loader has no length.
+        """
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         lamda = mec_lambda(local_batch * world, dim, self.eps)
         if self._trainer is None:
             return lamda
-        warmup_steps = self.lambda_warmup_epochs * self.trainer.num_training_batches
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise ValueError(
+                "MEC: lambda's warm-up needs the epoch length, and the training loader has "
+                "none; use a loader with a length or method.kwargs.lambda_warmup_epochs=0"
+            )
+        steps_per_epoch = max(int(batches) // self.trainer.accumulate_grad_batches, 1)
+        warmup_steps = self.lambda_warmup_epochs * steps_per_epoch
         return mec_lambda_warmup(self.global_step, warmup_steps, lamda)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> torch.Tensor:
@@ -154,7 +168,7 @@ class MEC(BaseMomentumMethod):
             t1, t2 = (self.momentum_projector(f) for f in out["momentum_feats"][:2])
         lamda = self.current_lambda(len(p1), p1.shape[1])
         loss = mec_loss_func(p1, p2, t1, t2, lamda, order=self.order)
-        self.log_dict(
-            {"train_mec_loss": loss, "train_mec_lambda": lamda}, on_epoch=True, sync_dist=True
-        )
+        # float32 for the log: under bf16 the loss itself has about 3 significant digits
+        metrics = {"train_mec_loss": loss.detach().float(), "train_mec_lambda": lamda}
+        self.log_dict(metrics, on_epoch=True, sync_dist=True)
         return loss + out["loss"]
