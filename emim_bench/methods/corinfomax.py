@@ -12,6 +12,7 @@ from solo.methods.base import BaseMethod
 from torch import nn
 
 from emim_bench.losses import RunningMoments, corinfomax_loss_func, initial_moments
+from emim_bench.methods.checks import require_positive_integers
 
 
 class CorInfoMax(BaseMethod):
@@ -84,13 +85,12 @@ class CorInfoMax(BaseMethod):
         proj_hidden_dim, proj_output_dim, alpha, R_ini, la_R, la_mu, eps, check_every_n_steps=1
     ) -> None:
         """Check CorInfoMax's own hyperparameters; raise ValueError naming the bad one."""
-        for name, value in (
-            ("proj_hidden_dim", proj_hidden_dim),
-            ("proj_output_dim", proj_output_dim),
-            ("check_every_n_steps", check_every_n_steps),
-        ):
-            if int(value) != value or value < 1:
-                raise ValueError(f"CorInfoMax: {name} must be a positive integer, got {value!r}")
+        require_positive_integers(
+            "CorInfoMax",
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            check_every_n_steps=check_every_n_steps,
+        )
         for name, value in (("alpha", alpha), ("R_ini", R_ini)):
             if not value > 0:
                 raise ValueError(f"CorInfoMax: {name} must be > 0, got {value!r}")

@@ -14,6 +14,7 @@ from solo.methods.base import BaseMethod
 from torch import nn
 
 from emim_bench.losses import emim_loss_func, mi_ceiling_nats
+from emim_bench.methods.checks import require_positive_integers
 from emim_bench.metrics import effective_rank
 
 
@@ -83,13 +84,12 @@ class EMIM(BaseMethod):
         proj_hidden_dim: int, proj_output_dim: int, eps: float, check_every_n_steps: int = 1
     ) -> None:
         """Check EMIM's own hyperparameters; raise ValueError naming the bad one."""
-        for name, value in (
-            ("proj_hidden_dim", proj_hidden_dim),
-            ("proj_output_dim", proj_output_dim),
-            ("check_every_n_steps", check_every_n_steps),
-        ):
-            if int(value) != value or value < 1:
-                raise ValueError(f"EMIM: {name} must be a positive integer, got {value!r}")
+        require_positive_integers(
+            "EMIM",
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            check_every_n_steps=check_every_n_steps,
+        )
         if not eps >= 0:
             raise ValueError(f"EMIM: eps must be >= 0 (1e-2 is the default), got {eps!r}")
 

@@ -14,6 +14,7 @@ from solo.utils.momentum import initialize_momentum_params
 from torch import nn
 
 from emim_bench.losses import mec_lambda, mec_lambda_warmup, mec_loss_func
+from emim_bench.methods.checks import require_positive_integers
 
 
 def _mec_projector(features_dim: int, hidden_dim: int, output_dim: int) -> nn.Sequential:
@@ -92,14 +93,13 @@ class MEC(BaseMomentumMethod):
     @staticmethod
     def validate_hparams(proj_hidden_dim, proj_output_dim, pred_hidden_dim, eps, order, warmup):
         """Check MEC's own hyperparameters; raise ValueError naming the bad one."""
-        for name, value in (
-            ("proj_hidden_dim", proj_hidden_dim),
-            ("proj_output_dim", proj_output_dim),
-            ("pred_hidden_dim", pred_hidden_dim),
-            ("order", order),
-        ):
-            if int(value) != value or value < 1:
-                raise ValueError(f"MEC: {name} must be a positive integer, got {value!r}")
+        require_positive_integers(
+            "MEC",
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            pred_hidden_dim=pred_hidden_dim,
+            order=order,
+        )
         if not eps > 0:
             raise ValueError(f"MEC: eps must be > 0 (its code: 64), got {eps!r}")
         if int(warmup) != warmup or warmup < 0:
