@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMALL, tiny_run
 
 from emim_bench import config, data, methods
 from emim_bench.cli import main
@@ -17,58 +18,6 @@ from emim_bench.run import directory as run_directory
 from emim_bench.run import pretrain
 from emim_bench.run import results as run_results
 from emim_bench.run import trainer as run_trainer
-
-SMALL = {
-    "emim": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
-    "simclr": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
-    "byol": [
-        "method.kwargs.proj_hidden_dim=64",
-        "method.kwargs.proj_output_dim=32",
-        "method.kwargs.pred_hidden_dim=64",
-    ],
-    "barlow_twins": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
-    "vicreg": ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"],
-    "random": [],
-}
-# The rest of solo-learn 1.0.2's zoo, with queues, prototypes and whitening cut to batch 16.
-_PROJ = ["method.kwargs.proj_hidden_dim=64", "method.kwargs.proj_output_dim=32"]
-_PRED = ["method.kwargs.pred_hidden_dim=64"]
-ZOO = {
-    "deepclusterv2": [*_PROJ, "method.kwargs.num_prototypes=[16,16]"],
-    "dino": [*_PROJ, "method.kwargs.num_prototypes=64"],
-    "mocov2plus": [*_PROJ, "method.kwargs.queue_size=64"],
-    "nnbyol": [*_PROJ, *_PRED, "method.kwargs.queue_size=64"],
-    "nnclr": [*_PROJ, *_PRED, "method.kwargs.queue_size=64"],
-    "nnsiam": [*_PROJ, *_PRED, "method.kwargs.queue_size=64"],
-    "ressl": [*_PROJ, "method.kwargs.queue_size=64"],
-    "simsiam": [*_PROJ, *_PRED],
-    "swav": [*_PROJ, "method.kwargs.num_prototypes=16", "method.kwargs.queue_size=32"],
-    "wmse": [
-        "method.kwargs.proj_hidden_dim=64",
-        "method.kwargs.proj_output_dim=8",
-        "method.kwargs.whitening_size=16",
-    ],
-}
-# EMIM's log-determinant relatives (ours).
-RELATIVES = {"corinfomax": _PROJ, "mec": [*_PROJ, *_PRED]}
-SMALL.update(ZOO, **RELATIVES)
-
-
-def tiny_run(method: str, runs_root: Path, *extra: str) -> list[str]:
-    """Overrides for a seconds-long CPU run on a real CIFAR-10 subset."""
-    return [
-        f"method={method}",
-        f"runs_root={runs_root}",
-        "progress_bar=false",
-        "trainer.num_workers=0",
-        "data.train_size=64",
-        "data.test_size=100",
-        "batch_size=16",
-        "epochs=1",
-        "eval.linear_epochs=5",
-        *SMALL[method],
-        *extra,
-    ]
 
 
 def checkpoint_step(path: Path) -> int:

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from helpers import assert_two_ranks_match_one_process
+from helpers import assert_two_ranks_match_one_process, tiny_run
 
 from emim_bench.losses import (
     RunningMoments,
@@ -353,20 +353,15 @@ def test_mec_warms_lambda_up_over_its_epochs_in_a_trainer(tmp_path, cifar10_npz_
     from emim_bench.cli import main
     from emim_bench.run import directory as run_directory
 
-    overrides = [
-        "method=mec",
-        f"runs_root={tmp_path}",
-        "progress_bar=false",
-        "trainer.num_workers=0",
-        "data.train_size=64",
-        "data.test_size=100",
-        "batch_size=16",
+    overrides = tiny_run(
+        "mec",
+        tmp_path,
         "epochs=2",
         "eval.linear_epochs=1",
         "method.kwargs.proj_output_dim=32",
         "method.kwargs.pred_hidden_dim=16",
         "method.kwargs.lambda_warmup_epochs=2",
-    ]
+    )
     assert main(["pretrain", *overrides]) == 0
     (run,) = (tmp_path / "default").iterdir()
     curve = run_directory.read_curve(run / run_directory.CURVE_FILE)
