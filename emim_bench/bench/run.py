@@ -98,7 +98,7 @@ _TIMED_SOURCES = (
     "bench/step.py",
     "bench/timing.py",
     "losses.py",
-    "methods.py",
+    "methods/emim.py",
     "run/device.py",
     "run/trainer.py",
 )
