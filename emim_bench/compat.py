@@ -21,17 +21,17 @@ solo-learn or Lightning imports ``emim_bench.compat`` first (ruff's isort keeps 
    in training without it (``torch.cholesky`` is gone).
 7. :func:`patch_dino_teacher_schedule` -- DINO crashes in any run shorter than its
    teacher-temperature warm-up (50 epochs) without it.
-8. :func:`patch_deepcluster_first_epoch` -- DeepCluster V2's epoch-0 loss is NaN (no
-   cluster assignments yet) without it, which stops the finite-loss guard.
+8. :func:`patch_deepcluster_first_epoch` -- DeepCluster V2's epoch 0 (no cluster
+   assignments yet) without it: a NaN loss, which stops the finite-loss guard, and, under
+   Adam, weight decay alone moving every backbone weight by about the learning rate.
 9. :func:`keep_freed_memory` -- not a solo-learn matter but the platform's:
    without it, CPU training steps run up to 40x slower on virtual machines.
 
 Each patch is idempotent and has a test in ``tests/test_compat.py`` (7 and 8: in
 ``tests/test_zoo.py``) that fails without it. Patches 2 and 4 to 8 each replace one
-function of one solo-learn class or module and keep the original as ``__wrapped__``; only 3
-changes
-Lightning itself, because there it is Lightning, not solo-learn, that calls
-``torch.load``.
+function of one solo-learn class or module and keep the original as ``__wrapped__`` (8 also
+gives DeepCluster V2 the ``on_after_backward`` hook it lacks); only 3 changes Lightning
+itself, because there it is Lightning, not solo-learn, that calls ``torch.load``.
 
 What is deliberately not here: solo-learn's own tests (the installed
 top-level ``tests`` package) also pass the ``Trainer(checkpoint_callback=...)``
@@ -306,14 +306,24 @@ def patch_dino_teacher_schedule() -> None:
 
 
 def patch_deepcluster_first_epoch() -> None:
-    """Make DeepCluster V2's loss 0, not NaN, where no image has a cluster assignment yet.
+    """Make DeepCluster V2's epoch 0, before its first clustering, train the online
+    classifier alone, as solo-learn means it to.
 
-    Without it: in epoch 0 there are no k-means assignments (every target is -1, which
-    ``cross_entropy`` ignores), so the loss is a mean over nothing: NaN. Its gradient is
-    zero all the same (solo-learn trained through it, the online classifier alone learning in
-    epoch 0), but a NaN loss stops our finite-loss guard at the first step. With it, a
-    prototype layer with no assigned target adds 0 with the same zero gradient; any other
-    batch gives the same value as before.
+    In epoch 0 there are no k-means assignments (every target is -1, which
+    ``cross_entropy`` ignores), so the loss is a mean over nothing: NaN, with a zero
+    gradient. Two things follow, each fixed here:
+
+    - The NaN stops our finite-loss guard at the first step. A prototype layer with no
+      assigned target now adds 0 (same zero gradient); any other batch gives the same value
+      as before.
+    - The backbone's and projector's gradients are zero, not absent, so the optimizer still
+      steps them with weight decay as their only gradient. SGD then shrinks each weight by
+      lr * wd per step (solo-learn's recipes: negligible), but Adam, whose L2 decay is part
+      of the gradient it normalises, moves every weight by about the learning rate per step
+      towards 0: at ``budget=cpu`` one epoch of that left ResNet-18's early convolutions at
+      a third of their magnitude and kNN accuracy below the untrained floor. Their
+      gradients are now dropped (set to ``None``) after each backward pass of epoch 0, so
+      every optimizer leaves them as they are; the online classifier's are kept.
     """
     import solo.losses.deepclusterv2 as losses
     import solo.methods.deepclusterv2 as method
@@ -322,6 +332,14 @@ def patch_deepcluster_first_epoch() -> None:
     original = losses.deepclusterv2_loss_func
     if getattr(original, "_emim_bench_patched", False):
         return
+
+    def on_after_backward(self) -> None:
+        if self.current_epoch == 0:  # solo's on_train_epoch_start: no assignments yet
+            for name, param in self.named_parameters():
+                if not name.startswith("classifier."):
+                    param.grad = None
+
+    method.DeepClusterV2.on_after_backward = on_after_backward
 
     @functools.wraps(original)
     def deepclusterv2_loss_func(outputs, assignments, temperature: float = 0.1):

@@ -96,3 +96,46 @@ def test_deepcluster_loss_before_any_clustering_is_zero_with_zero_gradients():
     assert got.item() == 0.0
     (grad,) = torch.autograd.grad(got, outputs)
     assert torch.count_nonzero(grad) == 0
+
+
+def _deepcluster(steps: int, epoch: int) -> tuple[dict, dict]:
+    """DeepCluster V2 (ResNet-18, budget=cpu's Adam) before and after ``steps`` optimizer
+    steps whose gradients are those of epoch ``epoch`` before any clustering: zero for the
+    backbone and projector (the loss has no target), ones for the online classifier."""
+    from types import SimpleNamespace
+
+    from emim_bench.methods import build_method
+    from emim_bench.run import trainer as run_trainer
+
+    cfg = config.load(["method=deepclusterv2", "budget=cpu", "batch_size=8"])
+    kwargs = run_trainer.method_kwargs(cfg, num_classes=10)
+    torch.manual_seed(0)
+    method = build_method("deepclusterv2", **{**kwargs, "num_prototypes": [16]})
+    if epoch:
+        method._trainer = SimpleNamespace(current_epoch=epoch)
+    before = {k: p.detach().clone() for k, p in method.named_parameters()}
+    adam = torch.optim.Adam(method.parameters(), lr=cfg.method.lr, weight_decay=1e-6)
+    for _ in range(steps):
+        for name, param in method.named_parameters():
+            fill = 1.0 if name.startswith("classifier.") else 0.0
+            param.grad = torch.full_like(param, fill)
+        method.on_after_backward()
+        adam.step()
+    return before, dict(method.named_parameters())
+
+
+def test_deepcluster_epoch_zero_steps_only_the_online_classifier():
+    before, after = _deepcluster(3, epoch=0)
+    for name, param in after.items():
+        changed = not torch.equal(param, before[name])
+        assert changed == name.startswith("classifier."), name
+
+
+def test_deepcluster_after_epoch_zero_lets_weight_decay_reach_the_backbone_through_adam():
+    # What the patch prevents in epoch 0: Adam normalises the L2 term wd * w, so a zero loss
+    # gradient still moves each weight by about the learning rate (4e-3), whatever wd is.
+    before, after = _deepcluster(1, epoch=1)
+    w, w0 = after["encoder.conv1.weight"].detach(), before["encoder.conv1.weight"]
+    step = (w - w0).abs()
+    assert torch.all(torch.sign(w - w0) == -torch.sign(w0))
+    assert step.median() > 0.5 * 4e-3  # budget=cpu: lr 4e-3
