@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_run
 
 from emim_bench import config
 from emim_bench.cli import main
@@ -15,24 +16,11 @@ from emim_bench.run import directory as run_directory
 from emim_bench.run import identity as run_identity
 from emim_bench.run import pretrain
 
-TINY = [
-    "method=simclr",
-    "progress_bar=false",
-    "trainer.num_workers=0",
-    "data.train_size=64",
-    "data.test_size=100",
-    "batch_size=16",
-    "epochs=1",
-    "eval.linear_epochs=5",
-    "method.kwargs.proj_hidden_dim=64",
-    "method.kwargs.proj_output_dim=32",
-]
-
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, cifar10_npz_path) -> Path:
     """A finished one-epoch SimCLR run directory."""
-    cfg = config.load([*TINY, f"runs_root={tmp_path_factory.mktemp('runs')}"])
+    cfg = config.load(tiny_run("simclr", tmp_path_factory.mktemp("runs")))
     pretrain.run(cfg)
     return run_identity.run_dir(cfg)
 
@@ -64,7 +52,7 @@ def test_a_checkpoint_with_the_backbone_under_backbone_dot_loads_the_same(traine
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     # a bare checkpoint takes its config from the overrides: the run's backbone settings
     target, result = run_checkpoint.evaluate_path(
-        renamed, [*TINY[1:], "backbone.cifar=false", "budget=cpu"]
+        renamed, [*tiny_run("simclr", tmp_path), "backbone.cifar=false", "budget=cpu"]
     )
     assert target == tmp_path / "eval-cifar10.json"
     expected = json.loads((trained_run / run_directory.RESULTS_FILE).read_text())["metrics"]
