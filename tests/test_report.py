@@ -292,6 +292,17 @@ def test_sweep_notes_become_a_notes_section_one_paragraph_each(tmp_path):
     assert "No run finished" in md and "## Sweep notes\n\nWhy nothing finished.\n" in md
 
 
+def test_sweep_notes_lines_starting_with_a_dash_become_bullets(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "emim", 0, 40.0)
+    notes = "How they differ:\n- EMIM: joint\n  covariance.\n- MEC: Taylor series.\n\nAfter."
+    render.write_report(runs, tmp_path / "out", notes=notes)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "How they differ:\n\n- EMIM: joint covariance.\n- MEC: Taylor series.\n\nAfter." in md
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<li>EMIM: joint covariance.</li>" in html
+
+
 def test_published_number_beside_ours_for_the_cifar_recipe(tmp_path):
     runs = tmp_path / "runs"
     for method in ("emim", "simclr"):
@@ -597,3 +608,14 @@ def test_every_method_of_the_zoo_has_its_own_colour_in_every_report():
     for method in zoo:  # the same colour alone, beside the floor, or among all
         assert report_figures._palette([method, "random"])[method] == together[method]
     assert method_order(zoo)[0] == "emim" and method_order(zoo)[-1] == "random"
+
+
+def test_groups_of_settings_take_colours_far_from_the_methods_beside_them():
+    import math
+
+    groups = ["wmse", "mec eps=64", "mec eps=1024", "emim", "random"]
+    palette = report_figures._palette(groups)
+    for a in groups:
+        for b in groups:
+            if a < b:
+                assert math.dist(palette[a], palette[b]) >= 0.25, (a, b)

@@ -72,24 +72,30 @@ def _palette(methods: Sequence[str]) -> dict[str, tuple]:
     """A colour per method (group), the same in every report for every method of the zoo: the
     five methods of the paper take tab10's first five, solo-learn's other ten methods ten
     colours of tab20b, CorInfoMax and MEC two of Dark2; groups that differ in their settings
-    (``emim D=64``) take tab10's other five, or, when there are more, n evenly spaced hues
-    dealt out with a stride near 0.38 n, so that groups listed next to each other (the
-    values of one factor) get far-apart hues; the floor is grey."""
+    (``emim D=64``) take tab10's other colours but grey, less those too close (RGB distance
+    below 0.25) to a method's or the floor's colour in this report, or, when there are more
+    groups than that, n evenly spaced hues dealt out with a stride near 0.38 n, so that groups
+    listed next to each other (the values of one factor) get far-apart hues; the floor is
+    grey."""
     tab10, tab20b = sns.color_palette("tab10", 10), sns.color_palette("tab20b", 20)
     palette = {m: tab10[i] for i, m in enumerate(_PAPER_METHODS)}
     palette.update({m: tab20b[2 * i] for i, m in enumerate(_ZOO_METHODS)})
     dark2 = sns.color_palette("Dark2", 8)
     palette.update({m: dark2[3 * i] for i, m in enumerate(_RELATIVES)})
-    known = set(palette) | {"random"}
+    palette["random"] = (0.45, 0.45, 0.45)
+    known = set(palette)
     extra = [m for m in method_order(methods) if m not in known]
-    if len(extra) <= 5:
-        palette.update({m: tab10[5 + i] for i, m in enumerate(extra)})
+    in_use = [palette[m] for m in methods if m in palette]
+    free = [
+        c for c in (tab10[i] for i in (5, 6, 8, 9)) if all(math.dist(c, u) >= 0.25 for u in in_use)
+    ]
+    if len(extra) <= len(free):
+        palette.update(zip(extra, free))
     else:
         n = len(extra)
         hues = sns.husl_palette(n, l=0.6)
         stride = next(k for k in range(round(0.38 * n), n) if math.gcd(k, n) == 1)
         palette.update({m: hues[(i * stride) % n] for i, m in enumerate(extra)})
-    palette["random"] = (0.45, 0.45, 0.45)
     return palette
 
 

@@ -484,7 +484,8 @@ def write_report(
         expected: run ids of the sweep plan; those never started are listed as to do.
         notes: the sweep file's ``notes`` key, shown under "Sweep notes": plain
             paragraphs separated by blank lines (line breaks inside one are joined;
-            `code` and **bold** are rendered); nothing when empty.
+            lines starting with "- " are bullets; `code` and **bold** are rendered);
+            nothing when empty.
 
     Returns:
         The path of ``report.html``.
@@ -494,6 +495,25 @@ def write_report(
             run is expected.
     """
     return render_report(runs_dir, out_dir, command, expected, notes)[0]
+
+
+def _notes_blocks(doc: Document, notes: str) -> None:
+    """The sweep file's notes as paragraphs, and as bullets where lines start with "- "
+    (a bullet's following lines continue it; lines before the first bullet are a paragraph)."""
+    for paragraph in notes.strip().split("\n\n"):
+        text, items = [], []
+        for line in paragraph.splitlines():
+            line = line.strip()
+            if line.startswith("- "):
+                items.append(line[2:])
+            elif items:
+                items[-1] += " " + line
+            else:
+                text.append(line)
+        if text:
+            doc.p(" ".join(" ".join(text).split()))
+        if items:
+            doc.bullets([" ".join(item.split()) for item in items])
 
 
 def render_report(runs_dir, out_dir, command, expected, notes="") -> tuple[Path, pd.DataFrame]:
@@ -559,8 +579,7 @@ def render_report(runs_dir, out_dir, command, expected, notes="") -> tuple[Path,
         _paired_section(doc, df, multi)
     if notes.strip():
         doc.h(2, "Sweep notes")
-        for paragraph in notes.strip().split("\n\n"):
-            doc.p(" ".join(paragraph.split()))
+        _notes_blocks(doc, notes)
     if not summary.empty:
         doc.h(2, "Learning curves")
         by_epoch = curve_figure(curves, done_runs(df), "epoch", figures_dir / "knn_vs_epoch.png")
