@@ -67,7 +67,13 @@ def test_each_method_produces_a_complete_results_json(method, tmp_path, cifar10_
         assert results["train"]["steps"] == 0
     else:
         assert results["train"]["steps"] == 4 and results["train"]["images_per_s"] > 0
-        assert _backbone_moved(run, method), "pretraining left the backbone at its initialisation"
+        # DeepCluster V2 has no prototypes' assignments before its first epoch ends, so its
+        # epoch 0 trains only the online classifier (compat.patch_deepcluster_first_epoch)
+        assert _backbone_moved(run, method) == (method != "deepclusterv2"), (
+            "pretraining left the backbone at its initialisation"
+            if method != "deepclusterv2"
+            else "DeepCluster V2 moved its backbone in epoch 0"
+        )
         curve = run_directory.read_curve(run / run_directory.CURVE_FILE)
         assert curve["epoch"].tolist() == [1] and 0 <= curve["knn_acc1"].iloc[0] <= 100
         assert (run / run_directory.LAST_CHECKPOINT).is_file()
