@@ -129,6 +129,28 @@ print(base, high, results.peak_rss_bytes())
     assert after < high - 250 * 2**20
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
+def test_peak_rss_of_a_run_excludes_what_an_earlier_run_left_in_a_reference_cycle():
+    """A finished run's Trainer and LightningModule refer to each other, so only the cycle
+    collector frees them; a new run's peak must not carry them (as it did over a sweep)."""
+    probe = """
+import gc
+import numpy as np
+from emim_bench.run import results
+gc.disable()  # the collector runs by object count: here it would never run on its own
+earlier_run = [np.ones(300 * 2**20 // 8)]  # 300 MiB, every page touched
+earlier_run.append(earlier_run)
+results.reset_peak_memory()
+high = results.peak_rss_bytes()
+del earlier_run
+results.reset_peak_memory()  # the next run of a sweep starts here
+print(high, results.peak_rss_bytes())
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    high, after = map(int, out.stdout.split())
+    assert after < high - 250 * 2**20
+
+
 def test_git_commit_is_read_once_per_process_not_per_result(monkeypatch):
     commits = iter(["a" * 40, "b" * 40])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import resource
 import subprocess
 import sys
@@ -26,7 +27,13 @@ def reset_peak_memory() -> None:
     peak (``getrusage``'s ``ru_maxrss``) would carry over from run to run. Resets
     Linux's peak resident set size (``VmHWM``, by writing 5 to ``/proc/self/clear_refs``)
     and torch's CUDA peak-allocation counters; a no-op where neither exists.
+
+    Collects garbage first: a finished run's Trainer and LightningModule refer to each
+    other, so only Python's cycle collector frees them, and it runs by object count, not
+    by bytes. Without it, each run of a 5-run sweep started with the earlier runs' models
+    and batches still resident (peak RSS 1.8, 2.3, 2.8, 3.3, 3.3 GiB; with it 1.8-1.9).
     """
+    gc.collect()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
