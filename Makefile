@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.emim-bench-installed
 SOLO_LEARN := solo-learn==1.0.2
 
-.PHONY: setup test demo bench gpu-check mutation lint clean-venv
+.PHONY: setup test demo select select-records bench gpu-check mutation lint clean-venv
 
 setup: $(STAMP)
 
@@ -38,6 +38,26 @@ mutation: setup
 # rewrites the report. Extra overrides: make demo DEMO_ARGS="data.download=true".
 demo: setup
 	$(VENV)/bin/emim-bench sweep sweeps/cpu_demo.yaml $(DEMO_ARGS)
+
+# Choosing the CPU budget's settings on a validation split (sweeps/select_cpu_budget.yaml,
+# about 6 hours on 2 cores). Finished runs keep their records (results.json, config.yaml,
+# curve.csv) in reports/select_cpu_budget/runs/, so the sweep can go on over several sittings
+# or machines: `make select` copies them back into runs/, runs what is left, writes the report
+# and saves the new records; after an interruption, `make select-records` saves what finished.
+SELECT_RUNS := runs/select_cpu_budget
+SELECT_RECORDS := reports/select_cpu_budget/runs
+SAVE_SELECT_RECORDS := for results in $(SELECT_RUNS)/*/results.json; do \
+	  run=$$(dirname $$results); mkdir -p $(SELECT_RECORDS)/$$(basename $$run); \
+	  cp $$run/results.json $$run/config.yaml $$run/curve.csv $(SELECT_RECORDS)/$$(basename $$run)/; \
+	done
+select: setup
+	mkdir -p $(SELECT_RUNS)
+	test ! -d $(SELECT_RECORDS) || cp -rn $(SELECT_RECORDS)/. $(SELECT_RUNS)/
+	$(VENV)/bin/emim-bench sweep sweeps/select_cpu_budget.yaml; status=$$?; \
+	  $(SAVE_SELECT_RECORDS); exit $$status
+
+select-records:
+	$(SAVE_SELECT_RECORDS)
 
 # Loss and training-step speed benchmarks -> reports/benchmarks/<cpu|cuda>.{json,md}.
 bench: setup
