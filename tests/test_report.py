@@ -115,6 +115,7 @@ def test_one_seed_report_says_no_test_is_possible(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert report_stats.NO_TEST_ONE_SEED in md
     assert "+2.00" in md
+    assert "Accuracies in percent on the test split" in md and "validation" not in md
 
 
 def test_no_emim_run_is_said(tmp_path):
@@ -504,6 +505,7 @@ def test_a_report_of_runs_scored_on_validation_images_says_so(tmp_path):
     render.write_report(runs, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Selection sweep: every accuracy in this report is on a validation split" in md
+    assert "Accuracies in percent on the validation split" in md and "test split" not in md
     rows = pd.read_csv(tmp_path / "out" / "results.csv")
     assert rows["eval_split"].tolist() == ["val", "val"]
 

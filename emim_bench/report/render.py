@@ -91,10 +91,21 @@ def headline_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines).rstrip()
 
 
+def _split_words(done: pd.DataFrame) -> str:
+    """Which images the finished runs were scored on, for the results table's caption."""
+    splits = set(done["eval_split"])
+    if splits == {"val"}:
+        return "the validation split (`data.val_size` training images held out)"
+    if splits == {"test"}:
+        return "the test split"
+    return "each run's evaluation split (the `eval_split` column of results.csv)"
+
+
 def _summary_section(doc: Document, df: pd.DataFrame, summary: pd.DataFrame, multi: bool):
     doc.h(2, "Results per method")
     doc.p(
-        "Accuracies in percent on the test split, as mean ± standard deviation over seeds, "
+        f"Accuracies in percent on {_split_words(done_runs(df))}, as mean ± standard "
+        "deviation over seeds, "
         "with the 95% Student-t confidence interval of the mean "
         "(mean ± t(0.975, n−1)·sd/√n; “–” when n < 2). kNN: k = 20, cosine similarity, "
         "temperature 0.07, on frozen features. Linear: the offline probe on cached, "
