@@ -521,22 +521,78 @@ def test_an_ablation_gets_one_factor_at_a_time_panels_with_the_floor(tmp_path):
     make_run(runs, "random", 0, 25.0)
     out = tmp_path / "out"
     _, summary = render.render_report(runs, out, None, None)
-    panels = report_figures.ablation_panels(summary)
-    assert [(base, key) for _, base, key, _ in panels] == [("emim", "D"), ("emim", "eps")]
-    assert panels[0][3]["method"].tolist() == [
+    panels = report_stats.ablation_panels(summary)
+    assert [(p.method, p.key, p.centre) for p in panels] == [
+        ("emim", "D", "128"),
+        ("emim", "eps", "1e-2"),
+    ]
+    assert panels[0].rows["method"].tolist() == [
         "emim D=32 eps=1e-2",
         "emim D=128 eps=1e-2",
         "emim D=512 eps=1e-2",
     ]
-    assert panels[1][3]["method"].tolist() == [
+    assert panels[1].rows["method"].tolist() == [
         "emim D=128 eps=1e-3",
         "emim D=128 eps=1e-2",
         "emim D=128 eps=0.1",
     ]
-    assert panels[0][3]["knn_acc1_k20_mean"].tolist() == [31.0, 32.5, 38.5]
+    assert panels[1].values == ["1e-3", "1e-2", "0.1"]  # numeric order, not the label's
+    assert panels[0].rows["knn_acc1_k20_mean"].tolist() == [31.0, 32.5, 38.5]
     md = (out / "report.md").read_text()
     assert "## Ablations" in md and "(figures/ablation.png)" in md
     assert (out / "figures" / "ablation.png").read_bytes()[:8] == PNG_MAGIC
+    assert "Settings the validation split favours" not in md  # scored on the test split
+
+
+def test_a_selection_report_changes_a_setting_only_when_it_wins_by_two_standard_errors(tmp_path):
+    """Seeds 0 and 1 of every group differ by 2 points (sd sqrt 2), so two standard errors
+    of a difference of two 2-seed means are 2 * sqrt(2) * sqrt(1/2 + 1/2) = 2.83 points:
+    D=64 beats the centre D=128 by 3 (changed), eps=0.1 beats eps=1e-2 by 1.5 (kept)."""
+    runs = tmp_path / "runs"
+    centres = {(128, 0.01): 41.0, (64, 0.01): 44.0, (128, 0.1): 42.5}
+    for (d, eps), mean in centres.items():
+        for seed, offset in ((0, -1.0), (1, 1.0)):
+            run = make_run(
+                runs, "emim", seed, mean + offset, kwargs={"proj_output_dim": d, "eps": eps}
+            )
+            results = json.loads((run / "results.json").read_text())
+            (run / "results.json").write_text(json.dumps({**results, "eval_split": "val"}))
+    out = tmp_path / "out"
+    _, summary = render.render_report(runs, out, None, None)
+    choices = report_stats.selection_choices(summary).set_index("key")
+    assert choices.loc["D", "values"] == ["64", "128"] and choices.loc["D", "n"] == [2, 2]
+    assert choices.loc["D", "means"] == pytest.approx([44.0, 41.0])
+    assert choices.loc["D", "gain"] == pytest.approx(3.0)
+    assert choices.loc["eps", "gain"] == pytest.approx(1.5)
+    assert choices["two_se"].tolist() == pytest.approx([2 * math.sqrt(2)] * 2)
+    assert choices["choice"].to_dict() == {"D": "64", "eps": "1e-2"}
+    md = (out / "report.md").read_text()
+    assert "## Settings the validation split favours" in md
+    assert (
+        "| EMIM | D | **64: 44.0** · 128: 41.0 | 2 | 128 | 64 | +3.00 | 2.83 | change to 64 |" in md
+    )
+    assert (
+        "| EMIM | eps | **1e-2: 41.0** · 0.1: 42.5 | 2 | 1e-2 | 0.1 | +1.50 | 2.83 | keep 1e-2 |"
+        in md
+    )
+
+
+def test_a_selection_slice_with_one_seed_keeps_its_centre_and_says_why():
+    """No seed-to-seed spread, no evidence: the centre stays, however far ahead another is."""
+    summary = pd.DataFrame(
+        {
+            "setting": ["s"] * 3,
+            "method": ["emim D=128 eps=1e-2", "emim D=64 eps=1e-2", "emim D=128 eps=0.1"],
+            "knn_acc1_k20_mean": [40.0, 50.0, 39.0],
+            "knn_acc1_k20_sd": [math.nan] * 3,
+            "knn_acc1_k20_n": [1, 1, 1],
+        }
+    )
+    choices = report_stats.selection_choices(summary).set_index("key")
+    assert choices.loc["D", ["centre", "best_other", "gain"]].tolist() == ["128", "64", 10.0]
+    assert choices.loc["eps", ["centre", "best_other", "gain"]].tolist() == ["1e-2", "0.1", -1.0]
+    assert choices["two_se"].isna().all()
+    assert choices["choice"].to_dict() == {"D": "128", "eps": "1e-2"}
 
 
 def test_a_baseline_without_a_seed_is_listed_with_nothing_to_pair():

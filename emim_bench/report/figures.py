@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from emim_bench.report.labels import (
     method_order,
 )
 from emim_bench.report.published import PUBLISHED_ONLINE_ACC1
+from emim_bench.report.stats import ablation_panels, as_numbers
 from emim_bench.run.directory import FEATURES_FILE
 
 FIGURES = (
@@ -219,42 +219,6 @@ def accuracy_figure(df: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path
 _LOG_SCALE_KEYS = {"eps": 10, "lr": 10, "batch": 2, "D": 2, "hidden": 2}
 
 
-def _variant(group: str) -> dict[str, str]:
-    """``"emim D=64 eps=1e-2"`` -> ``{"D": "64", "eps": "1e-2"}``."""
-    return dict(part.split("=", 1) for part in str(group).split(" ")[1:] if "=" in part)
-
-
-def _as_numbers(values: Sequence[str]) -> list[float] | None:
-    try:
-        return [float(v) for v in values]
-    except ValueError:
-        return None
-
-
-def ablation_panels(summary: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
-    """The one-factor-at-a-time slices of a sweep's groups: for each setting, method and
-    varied key, the groups whose other keys hold their most common value, when that leaves
-    two or more values of the key. Returns ``(setting, method, key, summary rows)``."""
-    panels = []
-    trained = summary[summary["method"] != "random"]
-    for setting in trained["setting"].drop_duplicates():
-        in_setting = trained[trained["setting"] == setting]
-        for base in method_order(in_setting["method"].map(base_method)):
-            groups = in_setting[in_setting["method"].map(base_method) == base]
-            variants = [_variant(m) for m in groups["method"]]
-            keys = list(dict.fromkeys(k for v in variants for k in v))
-            modes = {k: Counter(v.get(k) for v in variants).most_common(1)[0][0] for k in keys}
-            for key in keys:
-                rows = [
-                    i
-                    for i, v in enumerate(variants)
-                    if all(v.get(other) == modes[other] for other in keys if other != key)
-                ]
-                if len({variants[i].get(key) for i in rows}) >= 2:
-                    panels.append((setting, base, key, groups.iloc[rows]))
-    return panels
-
-
 def ablation_figure(summary: pd.DataFrame, done: pd.DataFrame, path: Path) -> Path | None:
     """Each headline accuracy against the value of each varied setting (one row of panels
     per method and key, the other keys at their most common value): means with 95%
@@ -269,12 +233,11 @@ def ablation_figure(summary: pd.DataFrame, done: pd.DataFrame, path: Path) -> Pa
     palette = _palette(method_order(summary["method"].map(base_method)))
     with sns.axes_style(**_STYLE):
         fig, axes = _axes_grid(len(panels), len(metrics), 4.2, 3.3)
-        for row, (setting, base, key, rows) in zip(axes, panels):
-            values = [_variant(m)[key] for m in rows["method"]]
-            numbers = _as_numbers(values)
-            order = np.argsort(numbers) if numbers else np.arange(len(values))
-            x = np.asarray(numbers)[order] if numbers else np.arange(len(values))
-            rows = rows.iloc[order]
+        for row, panel in zip(axes, panels):
+            setting, base, key, rows = panel.setting, panel.method, panel.key, panel.rows
+            values = panel.values
+            numbers = as_numbers(values)
+            x = np.asarray(numbers) if numbers else np.arange(len(values))
             floor = floor_means(done, setting)
             for ax, metric in zip(row, metrics):
                 mean = rows[f"{metric}_mean"].to_numpy(float)
@@ -303,7 +266,7 @@ def ablation_figure(summary: pd.DataFrame, done: pd.DataFrame, path: Path) -> Pa
                     ax.minorticks_off()
                 if not numbers:
                     ax.set_xlim(-0.5, len(x) - 0.5)
-                ax.set_xticks(x, [values[i] for i in order])  # the values the sweep ran
+                ax.set_xticks(x, values)  # the values the sweep ran
                 ax.set_xlabel(key)
                 ax.set_ylabel(f"{METRIC_LABELS[metric]} (%)", fontsize=8)
                 ax.set_title(f"{method_label(base)}: {key}\n{setting}", fontsize=8)

@@ -48,6 +48,7 @@ from emim_bench.report.stats import (
     method_order,
     method_summary,
     paired_differences,
+    selection_choices,
 )
 from emim_bench.run.directory import STATES
 
@@ -141,6 +142,44 @@ def _summary_section(doc: Document, df: pd.DataFrame, summary: pd.DataFrame, mul
             table.append(row)
         doc.table(header, table, align="lr")
         doc.p(_floor_sentence(done, rows, setting))
+
+
+def _choices_section(doc: Document, summary: pd.DataFrame):
+    """A selection sweep's verdict per ablation slice: keep the centre value or change it."""
+    choices = selection_choices(summary)
+    if choices.empty:
+        return
+    multi = choices["setting"].nunique() > 1
+    doc.h(2, "Settings the validation split favours")
+    doc.p(
+        f"For each slice of the ablations above: the {METRIC_LABELS['knn_acc1_k20']} on the "
+        "validation split of each value (mean over its n seeds), the centre value (the "
+        "most common one, which the others are varied around: in a one-factor-at-a-time "
+        "sweep, the current default) and the best other value. A setting is changed only "
+        "when that value beats the centre by more than two standard errors of the "
+        "difference of their means (pooled seed-to-seed standard deviation of the slice); "
+        "otherwise the centre is kept. This is a rough guide, not a test corrected for the "
+        "several values compared."
+    )
+    table = []
+    for r in choices.itertuples():
+        cells = [
+            f"**{v}: {fmt_num(m, '.1f')}**" if v == r.choice else f"{v}: {fmt_num(m, '.1f')}"
+            for v, m in zip(r.values, r.means)
+        ]
+        n = sorted(set(r.n))
+        verdict = f"change to {r.choice}" if r.choice != r.centre else f"keep {r.centre}"
+        if math.isnan(r.two_se):
+            verdict += " (a value has one seed: no spread to judge by)"
+        table.append(
+            [method_label(r.method) + (f" ({r.setting})" if multi else ""), r.key]
+            + [" · ".join(cells), "/".join(map(str, n)), r.centre, r.best_other]
+            + [f"{r.gain:+.2f}", fmt_num(r.two_se), verdict]
+        )
+    header = ["method", "setting", "value: kNN acc@1 (%)", "n", "centre", "best other"]
+    doc.table(
+        header + ["best other − centre (pp)", "2 SE (pp)", "choice"], table, align="llllllrrl"
+    )
 
 
 def _floor_sentence(done: pd.DataFrame, rows: pd.DataFrame, setting: str) -> str:
@@ -587,6 +626,8 @@ def render_report(runs_dir, out_dir, command, expected, notes="") -> tuple[Path,
                 "their most common value: means with 95% t-intervals over seeds (no interval "
                 "for n = 1); dashed, the random-init floor.",
             )
+        if set(done_runs(df)["eval_split"]) == {"val"}:
+            _choices_section(doc, summary)
         _paired_section(doc, df, multi)
     if notes.strip():
         doc.h(2, "Sweep notes")

@@ -1,10 +1,13 @@
-"""Statistics over seeds: t-intervals per method and EMIM minus each baseline, paired by seed."""
+"""Statistics over seeds: t-intervals per method, EMIM minus each baseline paired by seed, and
+the one-factor-at-a-time slices of an ablation with the setting each one favours."""
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -173,3 +176,139 @@ def _paired_rows(per_seed: pd.Series, setting: str, metric: str, reference: str,
             row["t"], row["p_value"] = float(test.statistic), float(test.pvalue)
         rows.append(row)
     return rows
+
+
+def variant_of(group: str) -> dict[str, str]:
+    """The settings in a group label: ``"emim D=64 eps=1e-2"`` -> ``{"D": "64", "eps": "1e-2"}``."""
+    return dict(part.split("=", 1) for part in str(group).split(" ")[1:] if "=" in part)
+
+
+def as_numbers(values: Sequence[str]) -> list[float] | None:
+    """``["64", "1e-2"]`` -> ``[64.0, 0.01]``; None when a value is not a number."""
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class AblationPanel:
+    """One slice of an ablation: the groups of one method that differ only in ``key``.
+
+    Attributes:
+        setting: the setting label (dataset, backbone, epochs, training-set size).
+        method: the method's name (``"emim"``).
+        key: the short name of the varied key (``"D"``, ``"eps"``, ``"lr"``).
+        centre: the key's most common value among the method's groups, as labelled; in a
+            one-factor-at-a-time sweep, the default the others are varied around.
+        rows: the :func:`method_summary` rows of the slice, in increasing order of the
+            key's value (numeric when every value is a number, else as the sweep ran them).
+    """
+
+    setting: str
+    method: str
+    key: str
+    centre: str
+    rows: pd.DataFrame
+
+    @property
+    def values(self) -> list[str]:
+        """The key's value in each row, as labelled (``"1e-2"``)."""
+        return [variant_of(m)[self.key] for m in self.rows["method"]]
+
+
+def ablation_panels(summary: pd.DataFrame) -> list[AblationPanel]:
+    """The one-factor-at-a-time slices of a sweep's groups: for each setting, method and
+    varied key, the groups whose other keys hold their most common value, when that leaves
+    two or more values of the key. The random floor has none.
+
+    Args:
+        summary: a :func:`method_summary` frame whose groups carry labels such as
+            ``"emim D=64 eps=1e-2"``.
+    """
+    panels = []
+    trained = summary[summary["method"] != "random"]
+    for setting in trained["setting"].drop_duplicates():
+        in_setting = trained[trained["setting"] == setting]
+        for base in method_order(in_setting["method"].map(base_method)):
+            groups = in_setting[in_setting["method"].map(base_method) == base]
+            variants = [variant_of(m) for m in groups["method"]]
+            keys = list(dict.fromkeys(k for v in variants for k in v))
+            modes = {k: Counter(v.get(k) for v in variants).most_common(1)[0][0] for k in keys}
+            for key in keys:
+                rows = [
+                    i
+                    for i, v in enumerate(variants)
+                    if all(v.get(other) == modes[other] for other in keys if other != key)
+                ]
+                values = [variants[i].get(key) for i in rows]
+                if len(set(values)) < 2:
+                    continue
+                numbers = as_numbers(values)
+                if numbers:
+                    rows = [rows[i] for i in np.argsort(numbers, kind="stable")]
+                panels.append(AblationPanel(setting, base, key, modes[key], groups.iloc[rows]))
+    return panels
+
+
+def selection_choices(summary: pd.DataFrame, metric: str = "knn_acc1_k20") -> pd.DataFrame:
+    """What each ablation slice favours: its best alternative to the centre value, and whether
+    that alternative beats the centre by more than the seeds' noise.
+
+    The rule: change a setting only when the best other value's mean exceeds the centre's by
+    more than twice the standard error of the difference of the two means,
+    ``2 · s_p · sqrt(1/n_best + 1/n_centre)``, where ``s_p`` pools the seed-to-seed standard
+    deviations of all the slice's groups (their squared deviations over their degrees of
+    freedom); otherwise keep the centre. Two-standard-error margins are a rough guide, not a
+    test corrected for the several values compared.
+
+    Args:
+        summary: a :func:`method_summary` frame (accuracies in percent).
+        metric: the accuracy the choice is made on (the selection sweep's: validation kNN
+            acc@1, k = 20).
+
+    Returns:
+        One row per :class:`AblationPanel` with ``setting``, ``method``, ``key``,
+        ``values`` (the key's values, in the panel's order), ``means`` and ``n`` (the metric's
+        mean over seeds and the number of seeds, per value), ``centre``, ``best_other`` (the
+        other value with the highest mean), ``gain`` (its mean minus the centre's, percentage
+        points), ``two_se`` (percentage points; NaN when a group has one seed) and ``choice``
+        (``best_other`` when ``gain > two_se``, else ``centre``).
+    """
+    rows = []
+    for panel in ablation_panels(summary):
+        values = panel.values
+        means = panel.rows[f"{metric}_mean"].to_numpy(float)
+        sds = panel.rows[f"{metric}_sd"].to_numpy(float)
+        ns = panel.rows[f"{metric}_n"].to_numpy(int)
+        centre = values.index(panel.centre) if panel.centre in values else int(np.nanargmax(means))
+        others = [i for i in range(len(values)) if i != centre]
+        best = max(others, key=lambda i: -math.inf if math.isnan(means[i]) else means[i])
+        dof = np.clip(ns - 1, 0, None)
+        pooled_var = (
+            float(np.nansum(dof * sds**2) / dof.sum())
+            if dof.sum() and not np.isnan(sds[dof > 0]).any()
+            else math.nan
+        )
+        two_se = (
+            2 * math.sqrt(pooled_var * (1 / ns[best] + 1 / ns[centre]))
+            if ns[best] and ns[centre]
+            else math.nan
+        )
+        gain = float(means[best] - means[centre])
+        rows.append(
+            {
+                "setting": panel.setting,
+                "method": panel.method,
+                "key": panel.key,
+                "values": values,
+                "means": means.tolist(),
+                "n": ns.tolist(),
+                "centre": values[centre],
+                "best_other": values[best],
+                "gain": gain,
+                "two_se": two_se,
+                "choice": values[best] if gain > two_se else values[centre],
+            }
+        )
+    return pd.DataFrame(rows)
