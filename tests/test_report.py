@@ -577,22 +577,73 @@ def test_a_selection_report_changes_a_setting_only_when_it_wins_by_two_standard_
     )
 
 
-def test_a_selection_slice_with_one_seed_keeps_its_centre_and_says_why():
-    """No seed-to-seed spread, no evidence: the centre stays, however far ahead another is."""
-    summary = pd.DataFrame(
+def _summary_of_groups(groups: dict[str, tuple[float, float, int]]) -> pd.DataFrame:
+    """A method_summary frame of EMIM groups: label -> (kNN mean, sd, n seeds)."""
+    return pd.DataFrame(
         {
-            "setting": ["s"] * 3,
-            "method": ["emim D=128 eps=1e-2", "emim D=64 eps=1e-2", "emim D=128 eps=0.1"],
-            "knn_acc1_k20_mean": [40.0, 50.0, 39.0],
-            "knn_acc1_k20_sd": [math.nan] * 3,
-            "knn_acc1_k20_n": [1, 1, 1],
+            "setting": "s",
+            "method": [f"emim {label}" for label in groups],
+            "knn_acc1_k20_mean": [g[0] for g in groups.values()],
+            "knn_acc1_k20_sd": [g[1] for g in groups.values()],
+            "knn_acc1_k20_n": [g[2] for g in groups.values()],
+        }
+    )
+
+
+def test_a_selection_slice_pools_its_spread_by_degrees_of_freedom_and_needs_two_seeds():
+    """D: sds 1, 2, 3 over 3, 2, 4 seeds pool to (2·1 + 1·4 + 3·9) / 6 = 5.5, so 2 SE of
+    D=64 (n 2) against D=128 (n 3) is 2·sqrt(5.5·(1/2 + 1/3)) = 4.28 > gain 3: kept (an
+    unpooled SE, 3.06, would change it). eps: 0.1 leads by 5 but on one seed: kept."""
+    summary = _summary_of_groups(
+        {
+            "D=128 eps=1e-2": (40.0, 1.0, 3),
+            "D=64 eps=1e-2": (43.0, 2.0, 2),
+            "D=256 eps=1e-2": (39.0, 3.0, 4),
+            "D=128 eps=0.1": (45.0, math.nan, 1),
         }
     )
     choices = report_stats.selection_choices(summary).set_index("key")
-    assert choices.loc["D", ["centre", "best_other", "gain"]].tolist() == ["128", "64", 10.0]
-    assert choices.loc["eps", ["centre", "best_other", "gain"]].tolist() == ["1e-2", "0.1", -1.0]
-    assert choices["two_se"].isna().all()
-    assert choices["choice"].to_dict() == {"D": "128", "eps": "1e-2"}
+    assert choices.loc["D", "values"] == ["64", "128", "256"]
+    assert choices.loc["D", ["centre", "best_other", "choice"]].tolist() == ["128", "64", "128"]
+    assert choices.loc["D", "two_se"] == pytest.approx(2 * math.sqrt(5.5 * 5 / 6))
+    assert choices.loc["eps", ["best_other", "gain", "choice"]].tolist() == ["0.1", 5.0, "1e-2"]
+    assert math.isnan(choices.loc["eps", "two_se"])
+    assert choices.loc["eps", "note"] == "a value compared has one seed: no spread to judge by"
+
+
+def test_a_selection_slice_keeps_its_centre_on_a_tie_with_two_standard_errors():
+    """sd 1 over 2 seeds each: 2 SE = 2·sqrt(1·(1/2 + 1/2)) = 2, exactly D=64's gain."""
+    groups = {"D=128 eps=1e-2": (40.0, 1.0, 2), "D=64 eps=1e-2": (42.0, 1.0, 2)}
+    groups |= {"D=32 eps=1e-2": (41.0, 1.0, 2), "D=128 eps=0.1": (39.0, 1.0, 2)}
+    choices = report_stats.selection_choices(_summary_of_groups(groups)).set_index("key")
+    assert choices.loc["D", ["gain", "two_se", "choice"]].tolist() == [2.0, 2.0, "128"]
+
+
+def test_a_selection_slice_without_its_centre_gives_no_verdict():
+    """A partial sweep: D=128 eps=1e-2, the run every slice passes through, is not done."""
+    summary = _summary_of_groups(
+        {
+            "D=64 eps=1e-2": (43.0, 1.0, 2),
+            "D=256 eps=1e-2": (39.0, 1.0, 2),
+            "D=128 eps=0.1": (41.0, 1.0, 2),
+            "D=128 eps=1e-3": (42.0, 1.0, 2),
+        }
+    )
+    choices = report_stats.selection_choices(summary)
+    assert choices["centre"].tolist() == ["128", "1e-2"]
+    assert choices["choice"].tolist() == [None, None]
+    assert set(choices["note"]) == {"the centre value has not been run in this slice"}
+
+
+def test_a_selection_slice_whose_runs_lack_the_metric_gives_no_verdict():
+    groups = {"D=128 eps=1e-2": (math.nan, math.nan, 0), "D=64 eps=1e-2": (40.0, 1.0, 2)}
+    groups |= {"D=128 eps=0.1": (41.0, 1.0, 2)}
+    summary = _summary_of_groups(groups)
+    choices = report_stats.selection_choices(summary).set_index("key")
+    assert choices.loc["D", ["best_other", "choice"]].tolist() == [None, "128"]
+    assert math.isnan(choices.loc["D", "gain"])
+    assert set(choices["note"]) == {"no run of the centre or of another value finished"}
+    assert report_stats.selection_choices(summary.drop(columns="knn_acc1_k20_mean")).empty
 
 
 def test_a_baseline_without_a_seed_is_listed_with_nothing_to_pair():

@@ -168,13 +168,18 @@ def _choices_section(doc: Document, summary: pd.DataFrame):
             for v, m in zip(r.values, r.means)
         ]
         n = sorted(set(r.n))
-        verdict = f"change to {r.choice}" if r.choice != r.centre else f"keep {r.centre}"
-        if math.isnan(r.two_se):
-            verdict += " (a value has one seed: no spread to judge by)"
+        if r.choice is None:
+            verdict = "no verdict"
+        elif r.choice != r.centre:
+            verdict = f"change to {r.choice}"
+        else:
+            verdict = f"keep {r.centre}"
+        if r.note:
+            verdict += f" ({r.note})"
         table.append(
             [method_label(r.method) + (f" ({r.setting})" if multi else ""), r.key]
-            + [" · ".join(cells), "/".join(map(str, n)), r.centre, r.best_other]
-            + [f"{r.gain:+.2f}", fmt_num(r.two_se), verdict]
+            + [" · ".join(cells), "/".join(map(str, n)), r.centre, r.best_other or DASH]
+            + [fmt_num(r.gain, "+.2f"), fmt_num(r.two_se), verdict]
         )
     header = ["method", "setting", "value: kNN acc@1 (%)", "n", "centre", "best other"]
     doc.table(

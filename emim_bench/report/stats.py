@@ -200,7 +200,8 @@ class AblationPanel:
         method: the method's name (``"emim"``).
         key: the short name of the varied key (``"D"``, ``"eps"``, ``"lr"``).
         centre: the key's most common value among the method's groups, as labelled; in a
-            one-factor-at-a-time sweep, the default the others are varied around.
+            one-factor-at-a-time sweep, the default the others are varied around (in a full
+            grid the counts tie, and the first value the sweep ran wins the tie).
         rows: the :func:`method_summary` rows of the slice, in increasing order of the
             key's value (numeric when every value is a number, else as the sweep ran them).
     """
@@ -258,9 +259,10 @@ def selection_choices(summary: pd.DataFrame, metric: str = "knn_acc1_k20") -> pd
     The rule: change a setting only when the best other value's mean exceeds the centre's by
     more than twice the standard error of the difference of the two means,
     ``2 · s_p · sqrt(1/n_best + 1/n_centre)``, where ``s_p`` pools the seed-to-seed standard
-    deviations of all the slice's groups (their squared deviations over their degrees of
-    freedom); otherwise keep the centre. Two-standard-error margins are a rough guide, not a
-    test corrected for the several values compared.
+    deviations of all the slice's groups with two seeds or more (squared deviations over
+    degrees of freedom); otherwise keep the centre. The rule needs two seeds of both values
+    compared. Two-standard-error margins are a rough guide, not a test corrected for the
+    several values compared.
 
     Args:
         summary: a :func:`method_summary` frame (accuracies in percent).
@@ -271,44 +273,56 @@ def selection_choices(summary: pd.DataFrame, metric: str = "knn_acc1_k20") -> pd
         One row per :class:`AblationPanel` with ``setting``, ``method``, ``key``,
         ``values`` (the key's values, in the panel's order), ``means`` and ``n`` (the metric's
         mean over seeds and the number of seeds, per value), ``centre``, ``best_other`` (the
-        other value with the highest mean), ``gain`` (its mean minus the centre's, percentage
-        points), ``two_se`` (percentage points; NaN when a group has one seed) and ``choice``
-        (``best_other`` when ``gain > two_se``, else ``centre``).
+        other value with the highest mean; None when no other value has one), ``gain`` (its
+        mean minus the centre's, percentage points), ``two_se`` (percentage points),
+        ``choice`` (``best_other`` when ``gain > two_se``, else ``centre``; None when the
+        centre was not run) and ``note`` (why no verdict could be reached, else ""). Empty
+        when ``summary`` has no ``metric``.
     """
+    columns = ["setting", "method", "key", "values", "means", "n", "centre", "best_other"]
+    columns += ["gain", "two_se", "choice", "note"]
+    if f"{metric}_mean" not in summary:
+        return pd.DataFrame(columns=columns)
     rows = []
     for panel in ablation_panels(summary):
         values = panel.values
         means = panel.rows[f"{metric}_mean"].to_numpy(float)
         sds = panel.rows[f"{metric}_sd"].to_numpy(float)
-        ns = panel.rows[f"{metric}_n"].to_numpy(int)
-        centre = values.index(panel.centre) if panel.centre in values else int(np.nanargmax(means))
-        others = [i for i in range(len(values)) if i != centre]
-        best = max(others, key=lambda i: -math.inf if math.isnan(means[i]) else means[i])
-        dof = np.clip(ns - 1, 0, None)
-        pooled_var = (
-            float(np.nansum(dof * sds**2) / dof.sum())
-            if dof.sum() and not np.isnan(sds[dof > 0]).any()
-            else math.nan
-        )
-        two_se = (
-            2 * math.sqrt(pooled_var * (1 / ns[best] + 1 / ns[centre]))
-            if ns[best] and ns[centre]
-            else math.nan
-        )
-        gain = float(means[best] - means[centre])
-        rows.append(
-            {
-                "setting": panel.setting,
-                "method": panel.method,
-                "key": panel.key,
-                "values": values,
-                "means": means.tolist(),
-                "n": ns.tolist(),
-                "centre": values[centre],
-                "best_other": values[best],
-                "gain": gain,
-                "two_se": two_se,
-                "choice": values[best] if gain > two_se else values[centre],
-            }
-        )
-    return pd.DataFrame(rows)
+        ns = panel.rows[f"{metric}_n"].fillna(0).to_numpy(int)
+        row = {
+            "setting": panel.setting,
+            "method": panel.method,
+            "key": panel.key,
+            "values": values,
+            "means": means.tolist(),
+            "n": ns.tolist(),
+            "centre": panel.centre,
+            **_verdict(values, means, sds, ns, panel.centre),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _verdict(values, means, sds, ns, centre_value) -> dict:
+    """``best_other``, ``gain``, ``two_se``, ``choice`` and ``note`` of one ablation slice."""
+    out = {"best_other": None, "gain": math.nan, "two_se": math.nan, "choice": None, "note": ""}
+    if centre_value not in values:
+        out["note"] = "the centre value has not been run in this slice"
+        return out
+    centre = values.index(centre_value)
+    out["choice"] = centre_value
+    others = [i for i in range(len(values)) if i != centre and ns[i] > 0]
+    if not others or ns[centre] == 0:
+        out["note"] = "no run of the centre or of another value finished"
+        return out
+    best = max(others, key=lambda i: means[i])
+    out["best_other"], out["gain"] = values[best], float(means[best] - means[centre])
+    dof = np.clip(ns - 1, 0, None)
+    if min(ns[best], ns[centre]) < 2:
+        out["note"] = "a value compared has one seed: no spread to judge by"
+        return out
+    pooled_var = float(np.sum(dof[dof > 0] * sds[dof > 0] ** 2) / dof.sum())
+    out["two_se"] = 2 * math.sqrt(pooled_var * (1 / ns[best] + 1 / ns[centre]))
+    if out["gain"] > out["two_se"]:
+        out["choice"] = values[best]
+    return out
