@@ -619,6 +619,15 @@ def test_a_selection_slice_keeps_its_centre_on_a_tie_with_two_standard_errors():
     assert choices.loc["D", ["gain", "two_se", "choice"]].tolist() == [2.0, 2.0, "128"]
 
 
+def test_a_selection_slice_whose_values_are_equally_common_has_no_centre():
+    """Half a one-factor sweep: the default and one alternative, one group each. Which one is
+    the default cannot be told, so nothing is changed or kept."""
+    groups = {"augmentation=symmetric": (28.3, 1.0, 2), "augmentation=vicreg": (35.1, 1.0, 2)}
+    (row,) = report_stats.selection_choices(_summary_of_groups(groups)).itertuples()
+    assert (row.centre, row.choice, row.best_other) == (None, None, None)
+    assert row.note == "no value is more common than the others: no centre to compare with"
+
+
 def test_a_selection_slice_without_its_centre_gives_no_verdict():
     """A partial sweep: D=128 eps=1e-2, the run every slice passes through, is not done."""
     summary = _summary_of_groups(

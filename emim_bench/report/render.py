@@ -178,7 +178,7 @@ def _choices_section(doc: Document, summary: pd.DataFrame):
             verdict += f" ({r.note})"
         table.append(
             [method_label(r.method) + (f" ({r.setting})" if multi else ""), r.key]
-            + [" · ".join(cells), "/".join(map(str, n)), r.centre, r.best_other or DASH]
+            + [" · ".join(cells), "/".join(map(str, n)), r.centre or DASH, r.best_other or DASH]
             + [fmt_num(r.gain, "+.2f"), fmt_num(r.two_se), verdict]
         )
     header = ["method", "setting", "value: kNN acc@1 (%)", "n", "centre", "best other"]

@@ -200,8 +200,9 @@ class AblationPanel:
         method: the method's name (``"emim"``).
         key: the short name of the varied key (``"D"``, ``"eps"``, ``"lr"``).
         centre: the key's most common value among the method's groups, as labelled; in a
-            one-factor-at-a-time sweep, the default the others are varied around (in a full
-            grid the counts tie, and the first value the sweep ran wins the tie).
+            one-factor-at-a-time sweep, the default the others are varied around. None when
+            two values are equally common (a full grid, or a sweep not yet finished); the
+            slice then holds the other keys at their first most common value.
         rows: the :func:`method_summary` rows of the slice, in increasing order of the
             key's value (numeric when every value is a number, else as the sweep ran them).
     """
@@ -209,7 +210,7 @@ class AblationPanel:
     setting: str
     method: str
     key: str
-    centre: str
+    centre: str | None
     rows: pd.DataFrame
 
     @property
@@ -235,7 +236,9 @@ def ablation_panels(summary: pd.DataFrame) -> list[AblationPanel]:
             groups = in_setting[in_setting["method"].map(base_method) == base]
             variants = [variant_of(m) for m in groups["method"]]
             keys = list(dict.fromkeys(k for v in variants for k in v))
-            modes = {k: Counter(v.get(k) for v in variants).most_common(1)[0][0] for k in keys}
+            counts = {k: Counter(v.get(k) for v in variants).most_common(2) for k in keys}
+            modes = {k: c[0][0] for k, c in counts.items()}
+            tied = {k for k, c in counts.items() if len(c) == 2 and c[0][1] == c[1][1]}
             for key in keys:
                 rows = [
                     i
@@ -248,7 +251,8 @@ def ablation_panels(summary: pd.DataFrame) -> list[AblationPanel]:
                 numbers = as_numbers(values)
                 if numbers:
                     rows = [rows[i] for i in np.argsort(numbers, kind="stable")]
-                panels.append(AblationPanel(setting, base, key, modes[key], groups.iloc[rows]))
+                centre = None if key in tied else modes[key]
+                panels.append(AblationPanel(setting, base, key, centre, groups.iloc[rows]))
     return panels
 
 
@@ -272,12 +276,13 @@ def selection_choices(summary: pd.DataFrame, metric: str = "knn_acc1_k20") -> pd
     Returns:
         One row per :class:`AblationPanel` with ``setting``, ``method``, ``key``,
         ``values`` (the key's values, in the panel's order), ``means`` and ``n`` (the metric's
-        mean over seeds and the number of seeds, per value), ``centre``, ``best_other`` (the
+        mean over seeds and the number of seeds, per value), ``centre`` (None when no value
+        is the most common), ``best_other`` (the
         other value with the highest mean; None when no other value has one), ``gain`` (its
         mean minus the centre's, percentage points), ``two_se`` (percentage points),
-        ``choice`` (``best_other`` when ``gain > two_se``, else ``centre``; None when the
-        centre was not run) and ``note`` (why no verdict could be reached, else ""). Empty
-        when ``summary`` has no ``metric``.
+        ``choice`` (``best_other`` when ``gain > two_se``, else ``centre``; None when there
+        is no centre or it was not run) and ``note`` (why no verdict could be reached, else
+        ""). Empty when ``summary`` has no ``metric``.
     """
     columns = ["setting", "method", "key", "values", "means", "n", "centre", "best_other"]
     columns += ["gain", "two_se", "choice", "note"]
@@ -306,6 +311,9 @@ def selection_choices(summary: pd.DataFrame, metric: str = "knn_acc1_k20") -> pd
 def _verdict(values, means, sds, ns, centre_value) -> dict:
     """``best_other``, ``gain``, ``two_se``, ``choice`` and ``note`` of one ablation slice."""
     out = {"best_other": None, "gain": math.nan, "two_se": math.nan, "choice": None, "note": ""}
+    if centre_value is None:
+        out["note"] = "no value is more common than the others: no centre to compare with"
+        return out
     if centre_value not in values:
         out["note"] = "the centre value has not been run in this slice"
         return out
