@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
+import pytest
 import yaml
 
 from emim_bench.cli import main
@@ -64,3 +66,16 @@ def test_a_tiny_demo_runs_end_to_end(tmp_path, capsys, cifar10_npz_path):
     }
     assert methods == {"emim", "random"}
     assert (tmp_path / "report" / "report.md").read_text().count("EMIM") >= 1
+
+
+def test_the_selection_report_keeps_a_record_of_every_run_it_counts_as_done():
+    """`make select` resumes from reports/select_cpu_budget/runs/ on a fresh clone, so each run
+    the committed report counts as done must have its record committed, with the same score."""
+    report_dir = REPO / "reports" / "select_cpu_budget"
+    rows = pd.read_csv(report_dir / "results.csv")
+    done = rows[rows["status"] == "done"]
+    assert len(done) > 0
+    for row in done.itertuples():
+        record = json.loads((report_dir / "runs" / row.run_id / "results.json").read_text())
+        assert record["eval_split"] == "val" and record["seed"] == row.seed
+        assert record["metrics"]["knn_acc1_k20"] == pytest.approx(row.knn_acc1_k20)
