@@ -43,12 +43,14 @@ demo: setup
 # about 6 hours on 2 cores). Finished runs keep their records (results.json, config.yaml,
 # curve.csv) in reports/select_cpu_budget/runs/, so the sweep can go on over several sittings
 # or machines: `make select` copies them back into runs/, runs what is left, writes the report
-# and saves the new records; after an interruption, `make select-records` saves what finished.
+# and saves the new records (the random floor trains nothing, so it has no curve.csv); after an
+# interruption, `make select-records` saves what finished.
 SELECT_RUNS := runs/select_cpu_budget
 SELECT_RECORDS := reports/select_cpu_budget/runs
 SAVE_SELECT_RECORDS := for results in $(SELECT_RUNS)/*/results.json; do \
 	  run=$$(dirname $$results); mkdir -p $(SELECT_RECORDS)/$$(basename $$run); \
-	  cp $$run/results.json $$run/config.yaml $$run/curve.csv $(SELECT_RECORDS)/$$(basename $$run)/; \
+	  for file in results.json config.yaml curve.csv; do \
+	    test ! -f $$run/$$file || cp $$run/$$file $(SELECT_RECORDS)/$$(basename $$run)/; done; \
 	done
 select: setup
 	mkdir -p $(SELECT_RUNS)
