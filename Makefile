@@ -40,7 +40,7 @@ demo: setup
 	$(VENV)/bin/emim-bench sweep sweeps/cpu_demo.yaml $(DEMO_ARGS)
 
 # Choosing the CPU budget's settings on a validation split (sweeps/select_cpu_budget.yaml,
-# about 6 hours on 2 cores). Finished runs keep their records (results.json, config.yaml,
+# about 7 hours on 2 cores). Finished runs keep their records (results.json, config.yaml,
 # curve.csv) in reports/select_cpu_budget/runs/, so the sweep can go on over several sittings
 # or machines: `make select` copies them back into runs/, runs what is left, writes the report
 # and saves the new records (the random floor trains nothing, so it has no curve.csv); after an
