@@ -465,8 +465,8 @@ def _environment_section(doc: Document, df: pd.DataFrame, command: str, command_
     if len(resumed):
         items.append(
             f"Resumed runs ({', '.join(f'`{r}`' for r in resumed['run_id'])}): their training "
-            "time and images/s in results.json cover the last start only; their curve's "
-            "wall-clock covers every start."
+            "time and images/s cover every start (an epoch cut by a kill counts once), so a "
+            "run resumed on another machine mixes the two machines' speeds."
         )
     doc.bullets(items)
     doc.p(f"Command{command_note}:")
