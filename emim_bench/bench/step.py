@@ -34,8 +34,8 @@ def step_method_kwargs(
 
     The recipe's projector (EMIM and Barlow Twins both get Barlow Twins' recipe
     2048-2048-2048, so the training-step comparison isolates the loss), on ResNet-18
-    with ``budget=cpu``'s optimiser (Adam at its lr, 4e-3 scaled by batch / 256) and
-    no learning-rate schedule.
+    with ``budget=cpu``'s optimiser (Adam at the budget's lr per 256 images, 4e-3, or
+    1e-3 for BYOL, scaled by batch / 256) and no learning-rate schedule.
 
     Args:
         cifar_stem: ResNet-18 with the CIFAR stem (3x3 conv, no max-pool) instead
