@@ -737,3 +737,12 @@ def test_groups_of_settings_take_colours_far_from_the_methods_beside_them():
         for b in groups:
             if a < b:
                 assert math.dist(palette[a], palette[b]) >= 0.25, (a, b)
+
+
+@pytest.mark.parametrize(
+    ("p", "clause"), [(0.0236, "p = 0.024"), (0.0004, "p < 0.001"), (float("nan"), "p = –")]
+)
+def test_a_p_value_reads_as_a_clause_in_a_sentence(p, clause):
+    from emim_bench.report.document import fmt_p_clause
+
+    assert fmt_p_clause(p) == clause

@@ -50,6 +50,12 @@ def fmt_p(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def fmt_p_clause(p) -> str:
+    """``p = 0.024`` or ``p < 0.001``: a p-value as it reads inside a sentence."""
+    text = fmt_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def fmt_text(x) -> str:
     return DASH if x is None or (not isinstance(x, str) and pd.isna(x)) else str(x)
 

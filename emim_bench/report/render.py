@@ -28,6 +28,7 @@ from emim_bench.report.document import (
     fmt_mean_sd,
     fmt_num,
     fmt_p,
+    fmt_p_clause,
     fmt_seconds,
 )
 from emim_bench.report.figures import (
@@ -327,7 +328,7 @@ def _paired_section(doc: Document, df: pd.DataFrame, multi: bool):
                     "Differences with p < 0.05: "
                     + "; ".join(
                         f"{METRIC_LABELS[r.metric]} vs {method_label(r.baseline)} "
-                        f"({r.mean_diff:+.2f} pp, p = {fmt_p(r.p_value)})"
+                        f"({r.mean_diff:+.2f} pp, {fmt_p_clause(r.p_value)})"
                         for r in significant.itertuples()
                     )
                     + "."
